@@ -1,0 +1,201 @@
+"""The job itself: wait, snapshot, copy, validate. Callable without the CLI.
+
+    source --pg_dump -Fc--> pg_restore --SQL--> psql --one transaction--> destination
+       \\__ snapshot transaction: pg_dump --snapshot, source-side validation figures
+
+Every failure is raised as an EltError subclass (see errors.py); leaving any
+block early (error or signal) stops the child processes and rolls back both
+the load and the source snapshot transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from config import Settings, ValidationLevel
+from connect import connect, log_connected, wait_for_postgres
+from errors import ExtractError, LoadError, SettingsError, ValidationFailed
+from extract import SourceSnapshot, pg_dump_argv
+from load import pg_restore_argv, psql_load_argv
+from processes import Pipeline, Stage, StageResult, child_env
+from validate import (
+    Figures,
+    collect,
+    compare_sequences,
+    compare_tables,
+    prepare_session,
+    report,
+    sequence_values,
+)
+
+# Who a server is: two databases with the same answer are the same database,
+# whatever host names the settings used to reach them.
+_IDENTITY_SQL = (
+    "SELECT pg_catalog.pg_postmaster_start_time()::text, pg_catalog.current_database(), "
+    "pg_catalog.inet_server_port()"
+)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    schemas: list[str]
+    tables: int | None
+    rows: int | None
+    seconds: float
+
+
+def _wait_and_login(settings: Settings, logger: logging.Logger) -> None:
+    logger.info("Waiting for databases to be ready")
+    identities = []
+    for db in (settings.source, settings.destination):
+        attempt = wait_for_postgres(db, settings, logger)
+        with connect(db, settings, autocommit=True) as conn:
+            identities.append(conn.execute(_IDENTITY_SQL).fetchone())
+        log_connected(logger, db, attempt, settings)
+    if identities[0] == identities[1]:
+        raise SettingsError(
+            "Source and destination settings lead to the same database",
+            hint="Point DESTINATION_POSTGRES_* at another database: the load replaces "
+            "the destination's copies of the source's schemas.",
+            variable="DESTINATION_POSTGRES_DB",
+        )
+
+
+def _failure(results: list[StageResult]) -> ExtractError | LoadError | None:
+    """Name the failed step. The order below does not depend on who exited first.
+
+    psql never fails because of its input (a truncated stream just ends without
+    COMMIT), so a psql error is a load problem; then pg_dump's own failure is an
+    extract problem; pg_restore failing alone is a load problem.
+    """
+    by_name = {r.name: r for r in results}
+    psql, dump, restore = by_name["psql"], by_name["pg_dump"], by_name["pg_restore"]
+    if psql.returncode > 0:
+        return LoadError(
+            "psql failed to apply the dump; the load was rolled back",
+            hint="Read stderr_tail for the failing statement. The destination is unchanged; "
+            "fix the cause and run again.",
+            stderr_tail=psql.stderr_tail,
+            tool="psql",
+            returncode=psql.returncode,
+        )
+    if not dump.ok:
+        return ExtractError(
+            "pg_dump failed to read the source; nothing was committed",
+            hint="Read stderr_tail. Check that the source is up and that "
+            "SOURCE_POSTGRES_USER may read every table; the destination is unchanged.",
+            stderr_tail=dump.stderr_tail,
+            tool="pg_dump",
+            returncode=dump.returncode,
+        )
+    if not restore.ok or not psql.ok:
+        bad = restore if not restore.ok else psql
+        return LoadError(
+            f"{bad.name} failed; the load was rolled back",
+            hint="Read stderr_tail. The destination is unchanged; fix the cause and run again.",
+            stderr_tail=bad.stderr_tail,
+            tool=bad.name,
+            returncode=bad.returncode,
+        )
+    return None
+
+
+def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: logging.Logger) -> None:
+    """Stream the snapshot into the destination in one transaction."""
+    timeout = settings.connect_timeout_seconds
+    stages = [
+        Stage(
+            "pg_dump",
+            pg_dump_argv(settings.source, snapshot_id),
+            child_env(settings.source, timeout),
+        ),
+        Stage(
+            "pg_restore",
+            pg_restore_argv(copy_ownership=settings.copy_ownership),
+            child_env(None, timeout),
+        ),
+        Stage(
+            "psql",
+            psql_load_argv(settings.destination, schemas),
+            child_env(settings.destination, timeout),
+        ),
+    ]
+
+    def on_exit(result: StageResult) -> None:
+        if result.name == "pg_dump" and result.ok:
+            logger.info(
+                "Data extraction completed successfully",
+                extra={"duration_seconds": round(result.seconds, 3)},
+            )
+
+    logger.info(
+        "Starting data extraction from source database",
+        extra={"schemas": schemas, "snapshot": snapshot_id},
+    )
+    with Pipeline(stages) as pipeline:
+        results = pipeline.wait(on_exit)
+    failure = _failure(results)
+    if failure is not None:
+        raise failure
+    for result in results:
+        if result.stderr_tail:  # succeeded, but said something: pass it on
+            logger.warning(
+                "Tool reported warnings",
+                extra={"tool": result.name, "stderr_tail": result.stderr_tail},
+            )
+    logger.info(
+        "Data load completed successfully",
+        extra={"duration_seconds": round(max(r.seconds for r in results), 3)},
+    )
+
+
+def run(settings: Settings, logger: logging.Logger) -> RunSummary:
+    started = time.monotonic()
+    _wait_and_login(settings, logger)
+    level = settings.validation
+    stop = threading.Event()
+    with SourceSnapshot.open(settings) as snapshot, ThreadPoolExecutor(1) as executor:
+        schemas = snapshot.schemas()
+        before: dict[str, int | None] = {}
+        if level is not ValidationLevel.OFF:
+            prepare_session(snapshot.conn)
+            before = sequence_values(snapshot.conn, schemas)
+            # The source side of validation reads the same snapshot while pg_dump
+            # streams it: the snapshot connection is otherwise idle meanwhile.
+            source_future = executor.submit(collect, snapshot.conn, schemas, level, stop)
+        try:
+            copy(settings, schemas, snapshot.snapshot_id, logger)
+            if level is not ValidationLevel.OFF:
+                source_figures = source_future.result()
+                after = sequence_values(snapshot.conn, schemas)
+        except BaseException:
+            if level is not ValidationLevel.OFF and not source_future.done():
+                stop.set()  # no further table ...
+                snapshot.conn.cancel_safe()  # ... and the running query ends now
+            raise
+
+    summary_tables = summary_rows = None
+    if level is ValidationLevel.OFF:
+        logger.info("Validation skipped", extra={"validation_level": level.value})
+    else:
+        with connect(settings.destination, settings) as conn:
+            prepare_session(conn)
+            destination_figures = collect(conn, schemas, level)
+            conn.rollback()  # read-only work; end the transaction before closing
+        checks = compare_tables(source_figures, destination_figures)
+        bad_sequences = (
+            compare_sequences(before, after, destination_figures.sequences)
+            if level is ValidationLevel.FULL
+            else []
+        )
+        report(logger, checks, bad_sequences, level)
+        summary_tables = len(checks)
+        summary_rows = sum(c.source_rows or 0 for c in checks)
+    return RunSummary(schemas, summary_tables, summary_rows, time.monotonic() - started)
+
+
+__all__ = ["Figures", "RunSummary", "ValidationFailed", "copy", "run"]

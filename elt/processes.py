@@ -1,0 +1,210 @@
+"""Running the PostgreSQL client tools: environment, pipelines, stderr, cancellation.
+
+Three rules learned the hard way:
+
+* Passwords travel in the child's environment (PGPASSWORD), never in argv,
+  where any local user can read them from /proc/<pid>/cmdline.
+* Nothing a tool prints is kept whole. stdout of the last stage goes to
+  /dev/null (the documented `psql -a` + `capture_output=True` held every echoed
+  line: ~1.1 GB of memory for a 1 GB INSERT-style dump); stderr is read by a
+  thread that keeps only the last lines for the error report.
+* The parent closes its copy of every pipe it hands on. Otherwise, when a
+  downstream stage exits, the upstream one never sees EPIPE and blocks forever
+  on a full pipe.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from config import DatabaseSettings
+
+STDERR_TAIL_LINES = 20
+# libpq variables the job sets itself for each side; inherited values would
+# silently redirect a tool to another server, user or password.
+_LIBPQ_OVERRIDES = (
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGOPTIONS",
+)
+APPLICATION_NAME = "elt_pipeline"
+
+
+def child_env(
+    db: DatabaseSettings | None, connect_timeout: int, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Environment for a tool that connects to `db` (None: connects nowhere).
+
+    It carries that side's password and nothing of the other side's.
+    """
+    env = dict(os.environ if base is None else base)
+    for name in _LIBPQ_OVERRIDES:
+        env.pop(name, None)
+    # Never fall back to ~/.pgpass of whoever runs the job: the settings are the truth.
+    env["PGPASSFILE"] = os.devnull
+    if db is not None and db.password is not None:
+        env["PGPASSWORD"] = db.password
+    env["PGCONNECT_TIMEOUT"] = str(connect_timeout)
+    env["PGAPPNAME"] = APPLICATION_NAME
+    # Tools' messages in English, so that the hints we attach stay meaningful.
+    env["LC_MESSAGES"] = "C"
+    return env
+
+
+def connection_args(db: DatabaseSettings) -> list[str]:
+    """-h -p -U -d for any libpq tool (never the password)."""
+    return ["-h", db.host, "-p", str(db.port), "-U", db.user, "-d", db.dbname]
+
+
+class _StderrTail(threading.Thread):
+    """Drains a child's stderr so it never blocks, keeping the first error and the last lines.
+
+    The first error line is kept apart because it is the cause; what follows it
+    (psql echoes a long failing statement, say) can push it out of the tail.
+    """
+
+    _ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "PANIC:")
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self._stream = stream
+        self._first_error: str | None = None
+        self._last: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+
+    def run(self) -> None:
+        with self._stream:
+            for raw in self._stream:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if not line:
+                    continue
+                if self._first_error is None and any(m in line for m in self._ERROR_MARKERS):
+                    self._first_error = line
+                self._last.append(line)
+
+    @property
+    def lines(self) -> list[str]:
+        if self._first_error is None or self._first_error in self._last:
+            return list(self._last)
+        return [self._first_error, "...", *self._last]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One process of a pipeline: `name` is how logs and errors refer to it."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+
+
+@dataclass
+class StageResult:
+    name: str
+    returncode: int
+    stderr_tail: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Pipeline:
+    """Runs stages connected stdout -> stdin; stops them all if any fails or on cancel().
+
+    Use as a context manager: leaving the block (normally, by exception or by a
+    signal) terminates whatever is still running, so no child outlives the job.
+    """
+
+    TERMINATE_GRACE_SECONDS = 5.0
+    POLL_SECONDS = 0.05
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._tails: list[_StderrTail] = []
+        self._started = 0.0
+
+    def __enter__(self) -> Pipeline:
+        self._started = time.monotonic()
+        upstream: IO[bytes] | None = None
+        for index, stage in enumerate(self.stages):
+            last = index == len(self.stages) - 1
+            proc = subprocess.Popen(
+                list(stage.argv),
+                stdin=upstream if upstream is not None else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(stage.env),
+            )
+            if upstream is not None:
+                upstream.close()  # see the module docstring: the parent must not hold it
+            upstream = proc.stdout
+            assert proc.stderr is not None
+            tail = _StderrTail(proc.stderr)
+            tail.start()
+            self._procs.append(proc)
+            self._tails.append(tail)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def wait(self, on_exit: Callable[[StageResult], None] | None = None) -> list[StageResult]:
+        """Wait for every stage; on the first failure, stop the rest. Returns results in order."""
+        results: dict[int, StageResult] = {}
+        while len(results) < len(self._procs):
+            for index, proc in enumerate(self._procs):
+                if index in results or proc.poll() is None:
+                    continue
+                self._tails[index].join()
+                result = StageResult(
+                    name=self.stages[index].name,
+                    returncode=proc.returncode,
+                    stderr_tail=self._tails[index].lines,
+                    seconds=time.monotonic() - self._started,
+                )
+                results[index] = result
+                if on_exit is not None:
+                    on_exit(result)
+                if not result.ok:
+                    self.terminate()
+            if len(results) < len(self._procs):
+                time.sleep(self.POLL_SECONDS)
+        return [results[i] for i in range(len(self._procs))]
+
+    def terminate(self) -> None:
+        """SIGTERM every live stage, then SIGKILL whatever outlives the grace period."""
+        live = [p for p in self._procs if p.poll() is None]
+        for proc in live:
+            proc.terminate()
+        deadline = time.monotonic() + self.TERMINATE_GRACE_SECONDS
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_tool(stage: Stage) -> StageResult:
+    """Run one tool to completion (a pipeline of one)."""
+    with Pipeline([stage]) as pipeline:
+        return pipeline.wait()[0]

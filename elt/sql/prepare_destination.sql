@@ -1,0 +1,105 @@
+-- Runs in psql on the destination right before the restore script, in the
+-- SAME transaction: if anything later fails, this is rolled back with it and
+-- the destination is exactly as it was. psql variable:
+--   :schemas   text[] literal of the source schemas that this load replaces.
+
+BEGIN;
+
+-- The restore script that follows starts with its own BEGIN (pg_restore
+-- --single-transaction). Inside this transaction that BEGIN is a no-op that
+-- only warns "there is already a transaction in progress"; hide that one
+-- warning. The script sets client_min_messages again right after it.
+SET client_min_messages = error;
+
+SELECT pg_catalog.set_config('elt.replaced_schemas', :'schemas', true);
+
+DO $prepare$
+DECLARE
+    replaced text[] := pg_catalog.current_setting('elt.replaced_schemas')::text[];
+    blockers text;
+    schema_name text;
+    public_owner text;
+    public_acl aclitem[];
+    public_comment text;
+    grant_row record;
+BEGIN
+    -- One load at a time per destination database (the key spells "ELT").
+    -- A second run fails here, before it has changed anything.
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(4541524) THEN
+        RAISE EXCEPTION 'ELT: another ELT run is loading this destination database right now'
+            USING HINT = 'Wait for it to finish, then run again.';
+    END IF;
+
+    -- Each replaced schema is dropped with CASCADE. Objects elsewhere that depend
+    -- on it (a reporting view over a copied table, say) would vanish silently;
+    -- refuse instead and name them.
+    -- Defaults, triggers, rules (views) and policies have no schema of their
+    -- own: they belong to their table's. Database-wide objects (casts, event
+    -- triggers, publication members) are not checked: the dump re-creates the
+    -- source's own, and README.md says where the rest stands.
+    WITH dependents AS (
+        SELECT dep.type, dep.identity,
+               COALESCE(dep.schema, (
+                   SELECT n.nspname
+                   FROM pg_catalog.pg_class AS c
+                   JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                   WHERE c.oid = CASE d.classid
+                       WHEN 'pg_catalog.pg_attrdef'::regclass
+                           THEN (SELECT a.adrelid FROM pg_catalog.pg_attrdef AS a WHERE a.oid = d.objid)
+                       WHEN 'pg_catalog.pg_trigger'::regclass
+                           THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger AS t WHERE t.oid = d.objid)
+                       WHEN 'pg_catalog.pg_rewrite'::regclass
+                           THEN (SELECT r.ev_class FROM pg_catalog.pg_rewrite AS r WHERE r.oid = d.objid)
+                       WHEN 'pg_catalog.pg_policy'::regclass
+                           THEN (SELECT p.polrelid FROM pg_catalog.pg_policy AS p WHERE p.oid = d.objid)
+                   END)) AS owner_schema
+        FROM pg_catalog.pg_depend AS d
+        CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) AS dep
+        CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) AS ref
+        WHERE d.deptype IN ('n', 'a')
+          AND ref.schema = ANY (replaced)
+    )
+    SELECT pg_catalog.string_agg(DISTINCT dependents.type || ' ' || dependents.identity, ', ')
+    INTO blockers
+    FROM dependents
+    WHERE NOT owner_schema = ANY (replaced);
+    IF blockers IS NOT NULL THEN
+        RAISE EXCEPTION 'ELT: destination objects outside the copied schemas depend on objects this load replaces: %', blockers
+            USING HINT = 'Drop them before the run and re-create them after it, or keep them in a schema of their own that does not reference the copied schemas.';
+    END IF;
+
+    FOREACH schema_name IN ARRAY replaced LOOP
+        IF schema_name = 'public' THEN
+            -- pg_dump never emits CREATE SCHEMA public (initdb creates it), so
+            -- empty it by dropping and re-creating the shell with the owner,
+            -- privileges and comment it had.
+            SELECT n.nspowner::regrole::text, n.nspacl, pg_catalog.obj_description(n.oid, 'pg_namespace')
+            INTO public_owner, public_acl, public_comment
+            FROM pg_catalog.pg_namespace AS n
+            WHERE n.nspname = 'public';
+            DROP SCHEMA IF EXISTS public CASCADE;
+            IF public_owner IS NULL THEN
+                CREATE SCHEMA public;
+            ELSE
+                EXECUTE pg_catalog.format('CREATE SCHEMA public AUTHORIZATION %s', public_owner);
+                FOR grant_row IN
+                    SELECT a.privilege_type, a.grantee, a.is_grantable
+                    FROM pg_catalog.aclexplode(public_acl) AS a
+                LOOP
+                    EXECUTE pg_catalog.format(
+                        'GRANT %s ON SCHEMA public TO %s%s',
+                        grant_row.privilege_type,
+                        CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
+                             ELSE grant_row.grantee::regrole::text END,
+                        CASE WHEN grant_row.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+                END LOOP;
+                IF public_comment IS NOT NULL THEN
+                    EXECUTE pg_catalog.format('COMMENT ON SCHEMA public IS %L', public_comment);
+                END IF;
+            END IF;
+        ELSE
+            EXECUTE pg_catalog.format('DROP SCHEMA IF EXISTS %I CASCADE', schema_name);
+        END IF;
+    END LOOP;
+END
+$prepare$;

@@ -1,0 +1,314 @@
+"""Tier 1: the real script against two real PostgreSQL servers.
+
+Each test gets a freshly seeded source_db and an empty destination_db
+(conftest.py). `run_elt` also checks, on every run, that stdout is JSON lines
+only and that no password appears in stdout or stderr.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import SEED_COUNTS, Databases, run_elt
+
+DOCUMENTED_MESSAGES = [
+    "Starting ELT pipeline",
+    "Configuration loaded from environment",
+    "Database connection successful",
+    "Data extraction completed successfully",
+    "ELT pipeline completed successfully",
+]
+
+CONSTRAINTS_SQL = """
+SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+FROM pg_constraint
+WHERE connamespace = 'public'::regnamespace
+ORDER BY 1, 2
+"""
+
+
+def test_first_run_copies_the_seed_exactly(dbs: Databases) -> None:
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stderr == ""
+    for message in DOCUMENTED_MESSAGES:
+        assert message in run.messages()
+    assert run.errors() == []
+    assert [line["level"] for line in run.logs if line["level"] != "INFO"] == []
+    final = run.logs[-1]
+    assert final["message"] == "ELT pipeline completed successfully"
+    assert final["source"] == "127.0.0.1/source_db"
+    assert final["destination"] == "127.0.0.1/destination_db"
+    assert final["rows"] == sum(SEED_COUNTS.values()) == 113
+    assert dbs.counts(dbs.destination, "destination_db") == SEED_COUNTS
+    # Primary keys, foreign keys and the CHECK on films.user_rating came along.
+    source_constraints = dbs.source.query("source_db", CONSTRAINTS_SQL)
+    assert len(source_constraints) >= 9
+    assert dbs.destination.query("destination_db", CONSTRAINTS_SQL) == source_constraints
+    # Schema, data and sequence values: the destination is the source.
+    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
+
+
+def test_each_step_logs_its_duration(dbs: Databases) -> None:
+    run = run_elt(dbs.env())
+    assert run.returncode == 0, run.stdout
+    for message in (
+        "Data extraction completed successfully",
+        "Data load completed successfully",
+        "ELT pipeline completed successfully",
+    ):
+        (line,) = run.find(message)
+        assert isinstance(line["duration_seconds"], float | int)
+        assert line["duration_seconds"] >= 0
+
+
+def test_second_and_third_runs_leave_the_same_destination(dbs: Databases) -> None:
+    first = run_elt(dbs.env())
+    assert first.returncode == 0, first.stdout
+    after_first = dbs.destination.fingerprint("destination_db")
+    for _ in range(2):
+        again = run_elt(dbs.env())
+        assert again.returncode == 0, again.stdout
+        assert again.stderr == ""
+        assert dbs.destination.fingerprint("destination_db") == after_first
+    assert dbs.counts(dbs.destination, "destination_db") == SEED_COUNTS
+
+
+# Kinds of objects that break naive re-runs, each loaded into the source on
+# top of the seed. Every case must copy exactly and re-run cleanly.
+OBJECT_CASES = {
+    "partitioned table": """
+        CREATE TABLE measurements (id int NOT NULL, taken date NOT NULL, value numeric)
+            PARTITION BY RANGE (taken);
+        CREATE TABLE measurements_2025 PARTITION OF measurements
+            FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+        CREATE TABLE measurements_2026 PARTITION OF measurements
+            FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        CREATE INDEX ON measurements (taken);
+        INSERT INTO measurements
+            SELECT g, date '2025-06-01' + g, g * 1.5 FROM generate_series(1, 400) AS g;
+    """,
+    "table without a primary key, with duplicate rows": """
+        CREATE TABLE events (kind text, payload jsonb);
+        INSERT INTO events SELECT 'click', '{"x": 1}' FROM generate_series(1, 5);
+        INSERT INTO events VALUES (NULL, NULL), (NULL, NULL);
+    """,
+    "large objects": """
+        SELECT lo_from_bytea(0, convert_to('first large object', 'UTF8'));
+        SELECT lo_from_bytea(0, decode(repeat('00ff', 5000), 'hex'));
+    """,
+    "second schema with enum, view, function and materialized view": """
+        CREATE SCHEMA sales;
+        CREATE TYPE sales.status AS ENUM ('new', 'paid', 'shipped');
+        CREATE TABLE sales.orders (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            user_id int REFERENCES public.users (id),
+            status sales.status NOT NULL DEFAULT 'new');
+        INSERT INTO sales.orders (user_id, status)
+            SELECT 1 + g % 14, (ARRAY['new','paid','shipped'])[1 + g % 3]::sales.status
+            FROM generate_series(1, 50) AS g;
+        CREATE FUNCTION sales.paid_count() RETURNS bigint LANGUAGE sql
+            AS $$ SELECT count(*) FROM sales.orders WHERE status = 'paid' $$;
+        CREATE VIEW sales.user_orders AS
+            SELECT u.email, o.status FROM public.users AS u JOIN sales.orders AS o ON o.user_id = u.id;
+        CREATE MATERIALIZED VIEW sales.status_totals AS
+            SELECT status, count(*) AS n FROM sales.orders GROUP BY status;
+    """,
+    "quoted identifiers and unicode": """
+        CREATE SCHEMA "Mixed Case";
+        CREATE TABLE "Mixed Case"."Order Items" ("Qty" int, "naïve ☃" text, "t" text);
+        INSERT INTO "Mixed Case"."Order Items" VALUES (1, 'snow ☃', 'x'), (2, E'tab\\there', NULL);
+    """,
+    "objects owned by a role the destination does not have": """
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'elt_test_owner') THEN
+                CREATE ROLE elt_test_owner;
+            END IF;
+        END $$;
+        CREATE TABLE owned_elsewhere (id int PRIMARY KEY);
+        INSERT INTO owned_elsewhere SELECT generate_series(1, 3);
+        ALTER TABLE owned_elsewhere OWNER TO elt_test_owner;
+        GRANT SELECT ON owned_elsewhere TO PUBLIC;
+    """,
+    "extension in the public schema": """
+        CREATE EXTENSION citext;
+        CREATE TABLE tags (name citext PRIMARY KEY);
+        INSERT INTO tags VALUES ('Drama'), ('Comedy');
+    """,
+}
+
+
+@pytest.mark.parametrize("sql", OBJECT_CASES.values(), ids=OBJECT_CASES.keys())
+def test_object_kinds_copy_exactly_and_rerun_cleanly(dbs: Databases, sql: str) -> None:
+    dbs.source.execute("source_db", sql)
+    expected = dbs.source.fingerprint("source_db")
+
+    for attempt in range(1, 4):
+        run = run_elt(dbs.env())
+        assert run.returncode == 0, f"run {attempt}: {run.stdout}"
+        assert run.stderr == ""
+        assert dbs.destination.fingerprint("destination_db") == expected, f"run {attempt}"
+
+
+def test_destination_schemas_the_source_lacks_are_left_alone(dbs: Databases) -> None:
+    dbs.destination.execute(
+        "destination_db",
+        """
+        CREATE SCHEMA reports;
+        CREATE TABLE reports.daily (day date PRIMARY KEY, total int);
+        INSERT INTO reports.daily VALUES ('2026-01-01', 3), ('2026-01-02', 5);
+        CREATE FUNCTION reports.answer() RETURNS int LANGUAGE sql AS 'SELECT 42';
+        """,
+    )
+    for _ in range(2):
+        run = run_elt(dbs.env())
+        assert run.returncode == 0, run.stdout
+    rows = dbs.destination.query("destination_db", "SELECT * FROM reports.daily ORDER BY day")
+    assert [(str(day), total) for day, total in rows] == [("2026-01-01", 3), ("2026-01-02", 5)]
+    assert dbs.destination.query("destination_db", "SELECT reports.answer()") == [(42,)]
+
+
+def test_stale_objects_in_a_copied_schema_are_replaced(dbs: Databases) -> None:
+    # The destination mirrors each schema the source has: a table the source
+    # no longer has does not linger in the destination's copy of that schema.
+    run = run_elt(dbs.env())
+    assert run.returncode == 0, run.stdout
+    dbs.destination.execute("destination_db", "CREATE TABLE public.stale (id int)")
+    dbs.source.execute("source_db", "DROP TABLE film_actors")
+    run = run_elt(dbs.env())
+    assert run.returncode == 0, run.stdout
+    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
+
+
+def test_dependent_objects_elsewhere_make_the_load_refuse(dbs: Databases) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    dbs.destination.execute(
+        "destination_db",
+        """
+        CREATE SCHEMA reports;
+        CREATE VIEW reports.adults AS SELECT id FROM public.users WHERE date_of_birth < '2008-01-01';
+        """,
+    )
+    dbs.source.execute("source_db", "INSERT INTO users (first_name) VALUES ('New')")
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 5
+    (error,) = run.errors()
+    assert error["message"] == "Data load failed"
+    assert any("reports.adults" in line for line in error["stderr_tail"])
+    assert "re-create" in " ".join(error["stderr_tail"])
+    assert dbs.destination.fingerprint("destination_db") == before
+
+
+def test_wrong_password_fails_cleanly_and_changes_nothing(dbs: Databases) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    before = dbs.destination.fingerprint("destination_db")
+    dbs.source.execute("source_db", "DELETE FROM film_actors")
+
+    run = run_elt(dbs.env(DESTINATION_POSTGRES_PASSWORD="not-the-password"))
+
+    assert run.returncode == 3
+    (error,) = run.errors()
+    assert error["message"] == "Failed to connect to database"
+    assert "DESTINATION_POSTGRES_PASSWORD" in error["hint"]
+    assert "password authentication failed" in " ".join(error["stderr_tail"])
+    assert dbs.destination.fingerprint("destination_db") == before
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP connections but never says a word."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port with no server on it (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("port_fixture", ["closed_port", "silent_port"])
+def test_unreachable_source_exits_after_the_retry_budget(
+    dbs: Databases, port_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    port = request.getfixturevalue(port_fixture)
+    run = run_elt(
+        dbs.env(
+            SOURCE_POSTGRES_PORT=str(port),
+            ELT_WAIT_RETRIES="2",
+            ELT_WAIT_DELAY_SECONDS="0",
+            ELT_CONNECT_TIMEOUT_SECONDS="2",
+        )
+    )
+    assert run.returncode == 3
+    attempts = [line["attempt"] for line in run.logs if line["message"].startswith("Database not ready")]
+    assert attempts == [1, 2]  # exactly the budget: no more, no fewer
+    (error,) = run.errors()
+    assert "SOURCE_POSTGRES_HOST" in error["hint"]
+    assert error["total_attempts"] == 2
+    assert "Data extraction completed successfully" not in run.messages()
+
+
+def test_a_load_that_fails_halfway_leaves_the_destination_as_it_was(dbs: Databases) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    # Run 2 would change data; an event trigger (in a schema the load does not
+    # touch) fails it late: constraints on film_actors are added after all the data.
+    dbs.source.execute("source_db", "DELETE FROM film_actors; UPDATE users SET email = NULL")
+    dbs.destination.execute(
+        "destination_db",
+        """
+        CREATE SCHEMA guard;
+        CREATE FUNCTION guard.refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
+                       WHERE object_identity = 'public.film_actors') THEN
+                RAISE EXCEPTION 'injected failure after the data load';
+            END IF;
+        END $$;
+        CREATE EVENT TRIGGER refuse_fk ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+            EXECUTE FUNCTION guard.refuse();
+        """,
+    )
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 5
+    (error,) = run.errors()
+    assert "injected failure after the data load" in " ".join(error["stderr_tail"])
+    assert "Data extraction completed successfully" in run.messages()  # it was halfway
+    assert dbs.destination.fingerprint("destination_db") == before
+    assert dbs.counts(dbs.destination, "destination_db") == SEED_COUNTS
+
+
+def test_no_dump_or_other_file_is_left_behind(dbs: Databases, tmp_path: Path) -> None:
+    workdir, tmpdir = tmp_path / "cwd", tmp_path / "tmp"
+    workdir.mkdir()
+    tmpdir.mkdir()
+    ok = run_elt(dbs.env(TMPDIR=str(tmpdir)), cwd=workdir)
+    failed = run_elt(dbs.env(TMPDIR=str(tmpdir), DESTINATION_POSTGRES_DB="missing"), cwd=workdir)
+    assert (ok.returncode, failed.returncode) == (0, 3)
+    assert list(workdir.iterdir()) == []
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_password_file_is_accepted(dbs: Databases, tmp_path: Path) -> None:
+    secret = tmp_path / "source_password"
+    secret.write_text(dbs.source.password + "\n", encoding="utf-8")
+    env = dbs.env(SOURCE_POSTGRES_PASSWORD_FILE=str(secret))
+    del env["SOURCE_POSTGRES_PASSWORD"]
+    run = run_elt(env)
+    assert run.returncode == 0, run.stdout
+    assert dbs.counts(dbs.destination, "destination_db") == SEED_COUNTS
