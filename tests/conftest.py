@@ -33,6 +33,7 @@ SEED_COUNTS = {"users": 14, "films": 20, "film_category": 39, "actors": 20, "fil
 # use it, so every test also proves it never leaks into a log line.
 PASSWORD = "p'a\"s s:w@o/r\\d-ü-" + secrets.token_hex(4)
 SEEDED_TEMPLATE = "elt_seeded_template"
+_RESTRICT = ("\\restrict", "\\unrestrict")
 
 
 def pg_bindir() -> Path:
@@ -167,17 +168,16 @@ class PgServer:
             user=self.user,
             password=self.password,
             dbname=dbname,
-            autocommit=True,
-            **kwargs,
+            **{"autocommit": True, **kwargs},
         )
 
     def execute(self, dbname: str, sql: str) -> None:
         with self.connect(dbname) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
     def query(self, dbname: str, sql: str) -> list[tuple[Any, ...]]:
         with self.connect(dbname) as conn:
-            return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql).fetchall()
 
     def client_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -211,8 +211,8 @@ class PgServer:
 
     def recreate_database(self, dbname: str, template: str = "template0") -> None:
         with self.connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')  # type: ignore[arg-type]
-            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
 
     def fingerprint(self, dbname: str) -> str:
         """Everything in a database, schema and data, as pg_dump prints it (deterministic)."""
@@ -236,9 +236,8 @@ class PgServer:
             check=True,
         )
         # pg_dump >= 15.14 brackets its output with a random \restrict key.
-        return "\n".join(
-            line for line in proc.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
-        )
+        keep = (line for line in proc.stdout.splitlines() if not line.startswith(_RESTRICT))
+        return "\n".join(keep)
 
 
 @pytest.fixture(scope="session")

@@ -115,7 +115,8 @@ OBJECT_CASES = {
         CREATE FUNCTION sales.paid_count() RETURNS bigint LANGUAGE sql
             AS $$ SELECT count(*) FROM sales.orders WHERE status = 'paid' $$;
         CREATE VIEW sales.user_orders AS
-            SELECT u.email, o.status FROM public.users AS u JOIN sales.orders AS o ON o.user_id = u.id;
+            SELECT u.email, o.status
+            FROM public.users AS u JOIN sales.orders AS o ON o.user_id = u.id;
         CREATE MATERIALIZED VIEW sales.status_totals AS
             SELECT status, count(*) AS n FROM sales.orders GROUP BY status;
     """,
@@ -191,7 +192,8 @@ def test_dependent_objects_elsewhere_make_the_load_refuse(dbs: Databases) -> Non
         "destination_db",
         """
         CREATE SCHEMA reports;
-        CREATE VIEW reports.adults AS SELECT id FROM public.users WHERE date_of_birth < '2008-01-01';
+        CREATE VIEW reports.adults AS
+            SELECT id FROM public.users WHERE date_of_birth < '2008-01-01';
         """,
     )
     dbs.source.execute("source_db", "INSERT INTO users (first_name) VALUES ('New')")
@@ -253,7 +255,8 @@ def test_unreachable_source_exits_after_the_retry_budget(
         )
     )
     assert run.returncode == 3
-    attempts = [line["attempt"] for line in run.logs if line["message"].startswith("Database not ready")]
+    waits = [line for line in run.logs if line["message"].startswith("Database not ready")]
+    attempts = [line["attempt"] for line in waits]
     assert attempts == [1, 2]  # exactly the budget: no more, no fewer
     (error,) = run.errors()
     assert "SOURCE_POSTGRES_HOST" in error["hint"]

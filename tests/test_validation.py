@@ -1,0 +1,260 @@
+"""Tier 1: data-quality validation against real servers (issue: validation).
+
+The job proves each copy exact: row counts, order-independent digests of every
+row and sequence values, with the source side read from the very snapshot
+pg_dump used.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from config import ValidationLevel
+from conftest import SEED_COUNTS, Databases, PgServer, run_elt
+from validate import collect, prepare_session
+
+# A destination "saboteur": an event trigger (which survives DROP SCHEMA of the
+# copied schemas) that attaches a row trigger to public.users whenever the
+# load creates it. {body} decides what the row trigger does.
+SABOTEUR = """
+CREATE SCHEMA saboteur;
+CREATE FUNCTION saboteur.tamper() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN {body} RETURN NEW; END $$;
+CREATE FUNCTION saboteur.attach() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
+               WHERE command_tag = 'CREATE TABLE' AND object_identity = 'public.users') THEN
+        CREATE TRIGGER tamper BEFORE INSERT ON public.users
+            FOR EACH ROW EXECUTE FUNCTION saboteur.tamper();
+    END IF;
+END $$;
+CREATE EVENT TRIGGER attach_saboteur ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION saboteur.attach();
+"""
+DROP_ONE_ROW = "IF NEW.id = 3 THEN RETURN NULL; END IF;"
+CHANGE_ONE_VALUE = "IF NEW.id = 3 THEN NEW.email := upper(NEW.email); END IF;"
+
+
+def test_clean_round_trip_validates_every_table(dbs: Databases) -> None:
+    run = run_elt(dbs.env())
+    assert run.returncode == 0, run.stdout
+    validated = run.find("Table validated")
+    assert sorted(line["table"] for line in validated) == sorted(
+        f'"public"."{table}"' for table in SEED_COUNTS
+    )
+    for line in validated:
+        table = line["table"].split(".")[1].strip('"')
+        assert line["source_rows"] == line["destination_rows"] == SEED_COUNTS[table]
+        assert line["match"] is True
+        assert isinstance(line["duration_ms"], int)
+    (summary,) = run.find("Validation summary")
+    assert summary["tables_checked"] == 5
+    assert summary["tables_mismatched"] == 0
+    assert summary["rows_checked"] == 113
+    assert summary["validation_level"] == "full"
+
+
+# (what the saboteur does, validation level, expected exit code)
+SABOTAGE = [
+    (DROP_ONE_ROW, "full", 6),
+    (DROP_ONE_ROW, "counts", 6),
+    (CHANGE_ONE_VALUE, "full", 6),
+    (CHANGE_ONE_VALUE, "counts", 0),  # counts alone cannot see a changed value
+    (DROP_ONE_ROW, "off", 0),
+]
+
+
+@pytest.mark.parametrize(("body", "level", "exit_code"), SABOTAGE)
+def test_silent_changes_on_load_are_caught(
+    dbs: Databases, body: str, level: str, exit_code: int
+) -> None:
+    dbs.destination.execute("destination_db", SABOTEUR.format(body=body))
+
+    run = run_elt(dbs.env(ELT_VALIDATION=level))
+
+    assert run.returncode == exit_code, run.stdout
+    if exit_code == 0:
+        return
+    (error,) = run.errors()
+    assert error["message"] == "Data validation failed"
+    assert error["mismatched_tables"] == ['"public"."users"']
+    assert "users" in error["error"]
+    assert "inspect" in error["hint"]
+    (mismatch,) = run.find("Table mismatch")
+    assert mismatch["table"] == '"public"."users"'
+    assert mismatch["match"] is False
+    # The destination is left as loaded, for inspection.
+    users = dbs.destination.query("destination_db", "SELECT count(*) FROM public.users")[0][0]
+    assert users == (13 if body == DROP_ONE_ROW else 14)
+
+
+def test_level_off_skips_and_says_so(dbs: Databases) -> None:
+    run = run_elt(dbs.env(ELT_VALIDATION="off"))
+    assert run.returncode == 0, run.stdout
+    (skipped,) = run.find("Validation skipped")
+    assert skipped["validation_level"] == "off"
+    assert run.find("Table validated") == []
+    assert run.find("Validation summary") == []
+
+
+def test_concurrent_writes_neither_break_validation_nor_leak_in(dbs: Databases) -> None:
+    """A writer commits inserts and updates while the job copies.
+
+    No sleeps: the test holds a lock that makes pg_dump wait right after it
+    took its snapshot, waits until pg_stat_activity shows pg_dump waiting,
+    lets the writer commit, and only then releases the lock.
+    """
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT
+
+    dbs.source.execute("source_db", "CREATE TABLE gate (id int)")
+    expected = {
+        table: dbs.source.query("source_db", f"SELECT * FROM public.{table} ORDER BY 1, 2")
+        for table in SEED_COUNTS
+    }
+    stop = threading.Event()
+    commits_while_blocked = threading.Semaphore(0)
+
+    def writer() -> None:
+        with dbs.source.connect("source_db") as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                with conn.transaction():
+                    conn.execute(
+                        "INSERT INTO users (first_name, email) VALUES (%s, %s)",
+                        (f"w{n}", f"w{n}@example.com"),
+                    )
+                    conn.execute(
+                        "UPDATE films SET price = price + 1 WHERE film_id = %s", (1 + n % 20,)
+                    )
+                    conn.execute("DELETE FROM film_actors WHERE film_id = %s", (1 + n % 20,))
+                commits_while_blocked.release()
+
+    with dbs.source.connect("source_db") as gate, dbs.source.connect("source_db") as watch:
+        gate.autocommit = False
+        gate.execute("LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+        job = subprocess.Popen(
+            [sys.executable, str(SCRIPT)],
+            env=dbs.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Sync point: pg_dump is blocked on our lock, so its snapshot exists.
+        waiting = 0
+        while waiting == 0:
+            assert job.poll() is None, job.communicate()
+            # (From another connection: inside a transaction pg_stat_activity stays frozen.)
+            waiting = watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'elt_pipeline'"
+                " AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'"
+            ).fetchone()[0]  # type: ignore[index]
+        thread = threading.Thread(target=writer)
+        thread.start()
+        for _ in range(20):  # twenty committed writer transactions, during the copy
+            assert commits_while_blocked.acquire(timeout=120)
+        gate.rollback()  # release the lock: the copy goes on while the writer still writes
+        stdout, stderr = job.communicate(timeout=600)
+        stop.set()
+        thread.join()
+
+    assert job.returncode == 0, stdout + stderr
+    assert '"tables_mismatched": 0' in stdout
+    # The destination holds the snapshot: none of the writer's rows or changes.
+    for table, rows in expected.items():
+        got = dbs.destination.query("destination_db", f"SELECT * FROM public.{table} ORDER BY 1, 2")
+        assert got == rows, table
+    assert dbs.source.query("source_db", "SELECT count(*) FROM users")[0][0] >= 14 + 20
+
+
+EVERY_TYPE_SQL = r"""
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);
+CREATE TYPE pair AS (label text, amount numeric);
+CREATE TABLE "Every Type" (
+    id int PRIMARY KEY,
+    f8 float8, f4 float4, num numeric, big bigint, small smallint,
+    d date, ts timestamp, tstz timestamptz, tm time, ttz timetz, iv interval,
+    b bytea, ok boolean, txt text, vc varchar(20), ch char(5),
+    ints int[], texts text[], js json, jsb jsonb, m mood, dom positive_int, comp pair,
+    u uuid, ip inet, net cidr, mac macaddr, bits bit(4), vbits varbit, cash money,
+    doc xml, tsv tsvector, rng int4range, pt point, "select" text, "t" int
+);
+INSERT INTO "Every Type" VALUES
+ (1, 'NaN', 'Infinity', 'NaN', 9223372036854775807, -32768,
+  'infinity', '-infinity', 'infinity', '24:00', '23:59:59.999999+14', '-1 year 2 mons 3 days 04:05:06.7',
+  '\x00ff00', true, E'tab\there\nnewline "quoted" \\ back', 'ünïcødé ☃', 'ab',
+  '{1,NULL,3}', '{"a,b",NULL,"c\"d",""}', '{"a": 1,  "a": 2}', '{"z": [1, 2.50, null], "a": {}}',
+  'happy', 7, ROW('x, "y"', 1.50), 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '::1', '10.0.0.0/8',
+  '08:00:2b:01:02:03', B'1010', B'101', 12.34, '<a b="1">x</a>', 'fat cats ate rats', '[1,5)',
+  '(1.5,-2)', 'reserved', 1),
+ (2, '-Infinity', '-0', 'Infinity', -9223372036854775808, 0,
+  '-infinity', 'infinity', '-infinity', '00:00', '00:00+00', '0',
+  '\x', false, '', '', '', '{}', '{}', '[]', 'null', 'sad', 1, ROW(NULL, NULL), NULL, NULL, NULL,
+  NULL, B'0000', B'', 0, '', '', 'empty', NULL, '', 2),
+ (3, 1e-300, 3.4028235e38, '-Infinity', 0, 1,
+  '2000-02-29', '1999-12-31 23:59:59.999999', '2026-11-25 12:00:00+05:30', '12:34:56.789', '12:00-08', '1 microsecond',
+  decode(repeat('ab', 3000), 'hex'), NULL, repeat('long ', 5000), NULL, NULL,
+  '{{1,2},{3,NULL}}', '{NULL}', '"just a string"', '{"deep": {"er": [true, false]}}', 'ok', 2147483647,
+  ROW('', 0), 'ffffffff-ffff-ffff-ffff-ffffffffffff', '2001:db8::ff00:42:8329/64', '2001:db8::/32',
+  'ff:ff:ff:ff:ff:ff', B'1111', B'1', -92233720368547758.08, NULL, NULL, '(,)', '(0,0)', NULL, NULL),
+ (4, 0.1, 0.1, 0.1, 1, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL);
+"""
+
+
+def test_every_type_round_trips_with_matching_digests(dbs: Databases) -> None:
+    dbs.source.execute("source_db", EVERY_TYPE_SQL)
+    for _ in range(2):
+        run = run_elt(dbs.env())
+        assert run.returncode == 0, run.stdout
+        (line,) = [x for x in run.find("Table validated") if "Every Type" in x["table"]]
+        assert line["source_rows"] == line["destination_rows"] == 4
+    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
+
+
+def _digests(server: PgServer, dbname: str) -> dict[str, str | None]:
+    with server.connect(dbname, autocommit=False) as conn:
+        prepare_session(conn)
+        figures = collect(conn, ["public"], ValidationLevel.FULL)
+        return {table: f.digest for table, f in figures.tables.items()}
+
+
+COLUMNS = [
+    "f8", "f4", "num", "big", "d", "ts", "tstz", "tm", "ttz", "iv", "b", "txt", "vc", "ch",
+    "ints", "texts", "js", "jsb", "m", "dom", "comp", "u", "ip", "mac", "bits", "cash", "doc",
+    "tsv", "rng", "pt", "select", "t",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+def test_the_digest_sees_a_change_in_any_column(source_server: PgServer, column: str) -> None:
+    source_server.recreate_database("digest_check")
+    source_server.execute("digest_check", EVERY_TYPE_SQL)
+    before = _digests(source_server, "digest_check")
+    source_server.execute("digest_check", f'UPDATE "Every Type" SET "{column}" = NULL WHERE id = 1')
+    after = _digests(source_server, "digest_check")
+    assert after['"public"."Every Type"'] != before['"public"."Every Type"']
+
+
+def test_the_digest_does_not_depend_on_row_order(source_server: PgServer) -> None:
+    source_server.recreate_database("digest_order")
+    source_server.execute(
+        "digest_order",
+        "CREATE TABLE t (v text); INSERT INTO t SELECT g::text FROM generate_series(1, 1000) g",
+    )
+    before = _digests(source_server, "digest_order")
+    # Rewrites every row in another physical order, same content.
+    source_server.execute(
+        "digest_order",
+        "CREATE TABLE t2 AS SELECT * FROM t ORDER BY random(); DROP TABLE t; ALTER TABLE t2 RENAME TO t",
+    )
+    assert _digests(source_server, "digest_order") == before
