@@ -139,6 +139,8 @@ def test_failures_are_blamed_on_the_right_step(
         assert failure is None
         return
     assert isinstance(failure, kind)
+    assert failure is not None
+    assert tool is not None
     assert failure.context["tool"] == tool
     assert failure.stderr_tail == [f"{tool}: error: {tool.removeprefix('pg_')}"]
 

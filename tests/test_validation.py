@@ -7,14 +7,14 @@ pg_dump used.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from config import ValidationLevel
-from conftest import SEED_COUNTS, Databases, PgServer, run_elt
+from conftest import SCRIPT, SEED_COUNTS, Databases, PgServer, run_elt
 from validate import collect, prepare_session
 
 # A destination "saboteur": an event trigger (which survives DROP SCHEMA of the
@@ -108,11 +108,6 @@ def test_concurrent_writes_neither_break_validation_nor_leak_in(dbs: Databases) 
     took its snapshot, waits until pg_stat_activity shows pg_dump waiting,
     lets the writer commit, and only then releases the lock.
     """
-    import subprocess
-    import sys
-
-    from conftest import SCRIPT
-
     dbs.source.execute("source_db", "CREATE TABLE gate (id int)")
     expected = {
         table: dbs.source.query("source_db", f"SELECT * FROM public.{table} ORDER BY 1, 2")
