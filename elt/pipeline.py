@@ -10,11 +10,14 @@ the load and the source snapshot transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import psycopg
 
 from config import Settings, ValidationLevel
 from connect import connect, log_connected, wait_for_postgres
@@ -38,6 +41,10 @@ _IDENTITY_SQL = (
     "SELECT pg_catalog.pg_postmaster_start_time()::text, pg_catalog.current_database(), "
     "pg_catalog.inet_server_port()"
 )
+
+
+# Raised by prepare_destination.sql when another run holds the destination's lock.
+BUSY_MARKER = "another ELT run is loading this destination"
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,14 @@ def _failure(results: list[StageResult]) -> ExtractError | LoadError | None:
     """
     by_name = {r.name: r for r in results}
     psql, dump, restore = by_name["psql"], by_name["pg_dump"], by_name["pg_restore"]
+    if psql.returncode > 0 and any(BUSY_MARKER in line for line in psql.stderr_tail):
+        return LoadError(
+            "Another ELT run is loading this destination database right now; nothing was changed",
+            hint="Wait for the other run to finish, then run again.",
+            stderr_tail=psql.stderr_tail,
+            tool="psql",
+            returncode=psql.returncode,
+        )
     if psql.returncode > 0:
         return LoadError(
             "psql failed to apply the dump; the load was rolled back",
@@ -153,49 +168,88 @@ def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: loggi
     )
 
 
+def _validation_error(side: str, exc: BaseException) -> ValidationFailed:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return ValidationFailed(
+        f"Validation could not be completed: the {side} figures could not be computed",
+        hint="The copy was committed but is not proven. Read stderr_tail, fix the cause "
+        "(connection, permissions) and run again.",
+        stderr_tail=lines[-5:],
+    )
+
+
+def _measure(
+    settings: Settings,
+    snapshot: SourceSnapshot,
+    schemas: list[str],
+    level: ValidationLevel,
+) -> tuple[Figures, dict[str, int | None], Figures]:
+    """Both sides' figures, computed at once: the source in its snapshot, in a thread.
+
+    They run after the copy rather than during it: on two cores, hashing the
+    source while pg_dump streams it slowed the copy by more than it saved
+    (measured with tests/benchmark/bench.py).
+    """
+    stop = threading.Event()
+
+    def source_side() -> tuple[Figures, dict[str, int | None]]:
+        figures = collect(snapshot.conn, schemas, level, stop)
+        return figures, sequence_values(snapshot.conn, schemas)
+
+    with ThreadPoolExecutor(1) as executor:
+        source_future = executor.submit(source_side)
+        try:
+            try:
+                with connect(settings.destination, settings) as conn:
+                    prepare_session(conn)
+                    destination_figures = collect(conn, schemas, level)
+                    conn.rollback()  # read-only work; end the transaction before closing
+            except psycopg.Error as exc:
+                raise _validation_error("destination", exc) from None
+            try:
+                source_figures, after = source_future.result()
+            except psycopg.Error as exc:
+                raise _validation_error("source", exc) from None
+        except BaseException:
+            if not source_future.done():
+                stop.set()  # no further table ...
+                with contextlib.suppress(psycopg.Error):
+                    snapshot.conn.cancel_safe()  # ... and the running query ends now
+            raise
+    return source_figures, after, destination_figures
+
+
 def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     started = time.monotonic()
     _wait_and_login(settings, logger)
     level = settings.validation
-    stop = threading.Event()
-    with SourceSnapshot.open(settings) as snapshot, ThreadPoolExecutor(1) as executor:
-        schemas = snapshot.schemas()
-        before: dict[str, int | None] = {}
-        if level is not ValidationLevel.OFF:
-            prepare_session(snapshot.conn)
-            before = sequence_values(snapshot.conn, schemas)
-            # The source side of validation reads the same snapshot while pg_dump
-            # streams it: the snapshot connection is otherwise idle meanwhile.
-            source_future = executor.submit(collect, snapshot.conn, schemas, level, stop)
+    with SourceSnapshot.open(settings) as snapshot:
         try:
-            copy(settings, schemas, snapshot.snapshot_id, logger)
+            schemas = snapshot.schemas()
             if level is not ValidationLevel.OFF:
-                source_figures = source_future.result()
-                after = sequence_values(snapshot.conn, schemas)
-        except BaseException:
-            if level is not ValidationLevel.OFF and not source_future.done():
-                stop.set()  # no further table ...
-                snapshot.conn.cancel_safe()  # ... and the running query ends now
-            raise
+                prepare_session(snapshot.conn)
+            # Sequences are outside the snapshot: read them before pg_dump does.
+            before = (
+                sequence_values(snapshot.conn, schemas) if level is ValidationLevel.FULL else {}
+            )
+        except psycopg.Error as exc:
+            raise ExtractError(
+                "Reading the source snapshot failed",
+                hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
+                stderr_tail=str(exc).splitlines()[-5:],
+            ) from None
+        copy(settings, schemas, snapshot.snapshot_id, logger)
+        if level is ValidationLevel.OFF:
+            logger.info("Validation skipped", extra={"validation_level": level.value})
+            return RunSummary(schemas, None, None, time.monotonic() - started)
+        source_figures, after, destination_figures = _measure(settings, snapshot, schemas, level)
 
-    summary_tables = summary_rows = None
-    if level is ValidationLevel.OFF:
-        logger.info("Validation skipped", extra={"validation_level": level.value})
-    else:
-        with connect(settings.destination, settings) as conn:
-            prepare_session(conn)
-            destination_figures = collect(conn, schemas, level)
-            conn.rollback()  # read-only work; end the transaction before closing
-        checks = compare_tables(source_figures, destination_figures)
-        bad_sequences = (
-            compare_sequences(before, after, destination_figures.sequences)
-            if level is ValidationLevel.FULL
-            else []
-        )
-        report(logger, checks, bad_sequences, level)
-        summary_tables = len(checks)
-        summary_rows = sum(c.source_rows or 0 for c in checks)
-    return RunSummary(schemas, summary_tables, summary_rows, time.monotonic() - started)
-
-
-__all__ = ["Figures", "RunSummary", "ValidationFailed", "copy", "run"]
+    checks = compare_tables(source_figures, destination_figures)
+    bad_sequences = (
+        compare_sequences(before, after, destination_figures.sequences)
+        if level is ValidationLevel.FULL
+        else []
+    )
+    report(logger, checks, bad_sequences, level)
+    rows = sum(c.source_rows or 0 for c in checks)
+    return RunSummary(schemas, len(checks), rows, time.monotonic() - started)

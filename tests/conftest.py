@@ -115,14 +115,16 @@ class PgServer:
         finally:
             pwfile.unlink()  # secrets never stay behind in files
 
-    def start(self) -> None:
-        for _ in range(5):  # a free port can be taken between probe and bind
-            self.port = _free_port()
+    # Test servers only: durability does not matter to throwaway data.
+    SPEED_OPTIONS = "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+
+    def start(self, port: int | None = None) -> None:
+        """Start the server on `port`, or on a free port (retrying if one is taken meanwhile)."""
+        for _ in range(1 if port else 5):
+            self.port = port or _free_port()
             options = (
                 f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 "
-                # Test servers only: durability does not matter to throwaway data.
-                "-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
-                "-c max_connections=50"
+                f"-c max_connections=50 {self.SPEED_OPTIONS}"
             )
             proc = subprocess.run(
                 self._as_owner(
@@ -146,6 +148,18 @@ class PgServer:
             if proc.returncode == 0:
                 return
         raise RuntimeError(f"{self.name} server did not start: {self.logfile.read_text()}")
+
+    def restart(self) -> None:
+        """Start again on the same port after a stop (a crash, in fault tests)."""
+        self.start(port=self.port)
+
+    def is_running(self) -> bool:
+        status = subprocess.run(
+            self._as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status"]),
+            capture_output=True,
+            check=False,
+        )
+        return status.returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
@@ -312,6 +326,9 @@ class Databases:
 
 @pytest.fixture
 def dbs(source_server: PgServer, destination_server: PgServer) -> Databases:
+    for server in (source_server, destination_server):
+        if not server.is_running():  # a fault test that failed before restarting it
+            server.restart()
     source_server.recreate_database("source_db", template=SEEDED_TEMPLATE)
     destination_server.recreate_database("destination_db")
     return Databases(source_server, destination_server)
