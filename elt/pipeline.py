@@ -26,6 +26,7 @@ from extract import SourceSnapshot, pg_dump_argv
 from load import pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
 from validate import (
+    RECORD_HASH_MIN_VERSION,
     Figures,
     collect,
     compare_sequences,
@@ -191,19 +192,24 @@ def _measure(
     (measured with tests/benchmark/bench.py).
     """
     stop = threading.Event()
+    try:
+        destination = connect(settings.destination, settings)
+    except psycopg.Error as exc:
+        raise _validation_error("destination", exc) from None
+    versions = (snapshot.conn.info.server_version, destination.info.server_version)
+    record_hash = min(versions) >= RECORD_HASH_MIN_VERSION
 
     def source_side() -> tuple[Figures, dict[str, int | None]]:
-        figures = collect(snapshot.conn, schemas, level, stop)
+        figures = collect(snapshot.conn, schemas, level, stop, record_hash=record_hash)
         return figures, sequence_values(snapshot.conn, schemas)
 
-    with ThreadPoolExecutor(1) as executor:
+    with destination, ThreadPoolExecutor(1) as executor:
         source_future = executor.submit(source_side)
         try:
             try:
-                with connect(settings.destination, settings) as conn:
-                    prepare_session(conn)
-                    destination_figures = collect(conn, schemas, level)
-                    conn.rollback()  # read-only work; end the transaction before closing
+                prepare_session(destination)
+                destination_figures = collect(destination, schemas, level, record_hash=record_hash)
+                destination.rollback()  # read-only work; end the transaction before closing
             except psycopg.Error as exc:
                 raise _validation_error("destination", exc) from None
             try:

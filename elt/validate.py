@@ -64,17 +64,30 @@ class Stopped(Exception):
     """collect() was asked to stop between two tables (the job is being cancelled)."""
 
 
+# How one row is hashed (table_digest.sql). Both sides must use the same one.
+TEXT_HASH = sql.SQL("pg_catalog.hashtextextended((t.*)::text, 0)")
+RECORD_HASH = sql.SQL("pg_catalog.hash_record_extended(t.*, 0)")
+# hash_record_extended() exists from PostgreSQL 14 on.
+RECORD_HASH_MIN_VERSION = 140000
+
+
 def collect(
     conn: Connection,
     schemas: Sequence[str],
     level: ValidationLevel,
     stop: threading.Event | None = None,
+    *,
+    record_hash: bool = False,
 ) -> Figures:
-    """Compute one side's figures. The caller has run prepare_session() on `conn`."""
+    """Compute one side's figures. The caller has run prepare_session() on `conn`.
+
+    `record_hash` allows hashing rows directly where validation_tables.sql says
+    it is exact; pass the same value on both sides.
+    """
     digest_sql = read_sql("table_digest.sql")
     tables: dict[str, TableFigures] = {}
     listed = conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)}).fetchall()
-    for schema, name, populated in listed:
+    for schema, name, populated, record_hashable in listed:
         if stop is not None and stop.is_set():
             raise Stopped
         ident = sql.Identifier(str(schema), str(name))
@@ -84,7 +97,8 @@ def collect(
             tables[key] = TableFigures(None, None, 0.0)
             continue
         if level is ValidationLevel.FULL:
-            query = sql.SQL(digest_sql).format(table=ident)
+            row_hash = RECORD_HASH if record_hash and record_hashable else TEXT_HASH
+            query = sql.SQL(digest_sql).format(table=ident, row_hash=row_hash)
         else:
             query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table}").format(table=ident)
         row = conn.execute(query).fetchone()

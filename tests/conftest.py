@@ -199,24 +199,17 @@ class PgServer:
         env["PATH"] = f"{self.bindir}{os.pathsep}{env.get('PATH', '')}"
         return env
 
+    def client_argv(self, tool: str, dbname: str) -> list[str]:
+        """A client tool of this server's version, pointed at `dbname` over TCP."""
+        return [
+            str(self.bindir / tool),
+            *("-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", dbname),
+        ]
+
     def psql(self, dbname: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """psql the way the postgres image's entrypoint runs init scripts."""
         return subprocess.run(
-            [
-                str(self.bindir / "psql"),
-                "-v",
-                "ON_ERROR_STOP=1",
-                "--no-psqlrc",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-                "-d",
-                dbname,
-                *args,
-            ],
+            [*self.client_argv("psql", dbname), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", *args],
             env=self.client_env(),
             capture_output=True,
             text=True,
@@ -231,19 +224,7 @@ class PgServer:
     def fingerprint(self, dbname: str) -> str:
         """Everything in a database, schema and data, as pg_dump prints it (deterministic)."""
         proc = subprocess.run(
-            [
-                str(self.bindir / "pg_dump"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                self.user,
-                "-d",
-                dbname,
-                "--no-owner",
-                "--no-privileges",
-            ],
+            [*self.client_argv("pg_dump", dbname), "--no-owner", "--no-privileges"],
             env=self.client_env(),
             capture_output=True,
             text=True,

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from config import ValidationLevel
-from conftest import SCRIPT, SEED_COUNTS, Databases, PgServer, run_elt
+from conftest import REPO, SCRIPT, SEED_COUNTS, Databases, PgServer, run_elt
 from validate import collect, prepare_session
 
 # A destination "saboteur": an event trigger (which survives DROP SCHEMA of the
@@ -216,11 +216,58 @@ def test_every_type_round_trips_with_matching_digests(dbs: Databases) -> None:
     assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
 
 
-def _digests(server: PgServer, dbname: str) -> dict[str, str | None]:
+def _digests(server: PgServer, dbname: str, *, record_hash: bool = True) -> dict[str, str | None]:
     with server.connect(dbname, autocommit=False) as conn:
         prepare_session(conn)
-        figures = collect(conn, ["public"], ValidationLevel.FULL)
+        figures = collect(conn, ["public"], ValidationLevel.FULL, record_hash=record_hash)
         return {table: f.digest for table, f in figures.tables.items()}
+
+
+# Only types whose hash tells values apart as their text does: such a table's
+# rows are hashed directly (hash_record_extended) instead of through text.
+HASHABLE_SQL = r"""
+CREATE DOMAIN short_text AS varchar(40);
+CREATE TABLE hashable (
+    id bigint PRIMARY KEY, small smallint, n int, ok boolean, d date, ts timestamp,
+    tstz timestamptz, u uuid, b bytea, txt text, vc short_text, js jsonb, o oid, "t" int
+);
+INSERT INTO hashable VALUES
+ (1, 1, 2, true, '2026-01-01', '2026-01-01 10:00', '2026-01-01 10:00+01', gen_random_uuid(),
+  '\x00ff', 'Ab', 'x', '{"a": [1, "b"]}', 42, 7),
+ (2, -1, 0, false, 'infinity', '-infinity', 'infinity', gen_random_uuid(), '\x', '', '', '{}', 0, 0);
+"""
+HASHABLE_COLUMNS = ["small", "n", "ok", "d", "ts", "tstz", "u", "b", "txt", "vc", "js", "o", "t"]
+
+
+def test_which_tables_are_hashed_directly(source_server: PgServer) -> None:
+    source_server.recreate_database("digest_kind")
+    source_server.execute("digest_kind", HASHABLE_SQL + EVERY_TYPE_SQL)
+    source_server.execute(
+        "digest_kind",
+        'CREATE COLLATION nocase (provider = icu, locale = "und-u-ks-level2", deterministic = false);'
+        "CREATE TABLE caseless (name text COLLATE nocase)",
+    )
+    listed = source_server.query(
+        "digest_kind",
+        (REPO / "elt" / "sql" / "validation_tables.sql")
+        .read_text()
+        .replace("%(schemas)s", "'{public}'"),
+    )
+    hashable = {name: record_hashable for _, name, _, record_hashable in listed}
+    assert hashable == {"hashable": True, "Every Type": False, "caseless": False}
+
+
+@pytest.mark.parametrize("record_hash", [True, False], ids=["record hash", "text hash"])
+@pytest.mark.parametrize("column", HASHABLE_COLUMNS)
+def test_both_digest_kinds_see_a_change_in_any_column(
+    source_server: PgServer, column: str, record_hash: bool
+) -> None:
+    source_server.recreate_database("digest_hashable")
+    source_server.execute("digest_hashable", HASHABLE_SQL)
+    before = _digests(source_server, "digest_hashable", record_hash=record_hash)
+    source_server.execute("digest_hashable", f'UPDATE hashable SET "{column}" = NULL WHERE id = 1')
+    after = _digests(source_server, "digest_hashable", record_hash=record_hash)
+    assert after['"public"."hashable"'] != before['"public"."hashable"']
 
 
 COLUMNS = [

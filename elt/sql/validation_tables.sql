@@ -1,7 +1,34 @@
 -- Every table whose rows pg_dump copies, in the copied schemas: ordinary
 -- tables (partitions included, as they hold the rows of partitioned tables)
 -- and materialized views; not extension-owned ones, which pg_dump skips.
-SELECT n.nspname, c.relname, c.relispopulated
+--
+-- record_hashable: every column has a type whose hash function tells values
+-- apart exactly as their text form does, so the row can be hashed directly
+-- (hash_record_extended, about 3x cheaper than hashing its text form). Types
+-- whose equality is looser than their text are left out: numeric (1.5 = 1.50),
+-- floats (0 = -0), char(n), arrays, and any column with a nondeterministic
+-- collation (case-insensitive text, say). Domains count as their base type.
+SELECT n.nspname,
+       c.relname,
+       c.relispopulated,
+       NOT EXISTS (
+           SELECT 1
+           FROM pg_catalog.pg_attribute AS a
+           JOIN pg_catalog.pg_type AS ty ON ty.oid = a.atttypid
+           LEFT JOIN pg_catalog.pg_collation AS co ON co.oid = a.attcollation
+           WHERE a.attrelid = c.oid
+             AND a.attnum > 0
+             AND NOT a.attisdropped
+             AND (CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
+                      NOT IN ('pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype,
+                              'pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.bool'::pg_catalog.regtype,
+                              'pg_catalog.date'::pg_catalog.regtype, 'pg_catalog.timestamp'::pg_catalog.regtype,
+                              'pg_catalog.timestamptz'::pg_catalog.regtype, 'pg_catalog.uuid'::pg_catalog.regtype,
+                              'pg_catalog.bytea'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype,
+                              'pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.jsonb'::pg_catalog.regtype,
+                              'pg_catalog.oid'::pg_catalog.regtype)
+                  OR NOT COALESCE(co.collisdeterministic, true))
+       ) AS record_hashable
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm')

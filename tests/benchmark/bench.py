@@ -1019,15 +1019,15 @@ def print_report(
     for row in rows:
         if row["method"] == "job" and row.get("copy_s"):
             copy_s, validation_s = row["copy_s"], row.get("validation_s")
-            share = f"{100 * validation_s / copy_s:.0f}%" if validation_s is not None else "-"
+            share = f"{100 * validation_s / copy_s:.1f}%" if validation_s is not None else "-"
             rest = row["wall_s"] - copy_s - (validation_s or 0.0)
             print(
                 f"job (medians): copy {copy_s:.2f} s (pipeline duration logged with 'Data load "
                 f"completed successfully'); validation {_fmt(validation_s)} s after it, up to "
                 f"'Validation summary' (= {share} of the copy time);\n  the rest {rest:.2f} s "
                 "(Python start-up, connections, snapshot); per-table digest time logged, "
-                f"source + destination: {_fmt(row.get('table_digest_s'))} s (the source side "
-                "overlaps the copy)"
+                f"source + destination: {_fmt(row.get('table_digest_s'))} s (both sides run "
+                "at once, after the copy)"
             )
     for r in bench.results:
         if r.error or r.row_diffs or r.details.get("sql_errors") or r.details.get("warnings"):
