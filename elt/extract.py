@@ -13,9 +13,11 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg
+from psycopg import sql
 
 from config import DatabaseSettings, Settings
 from connect import connect
+from errors import ExtractError
 from processes import connection_args
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -58,6 +60,9 @@ class SourceSnapshot:
 
     def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         self.conn = conn
+        # The session must outlive a long copy: no server-side timeout may end it.
+        conn.execute(read_sql("no_timeouts.sql"))
+        conn.commit()
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
@@ -66,7 +71,29 @@ class SourceSnapshot:
 
     @classmethod
     def open(cls, settings: Settings) -> SourceSnapshot:
-        return cls(connect(settings.source, settings))
+        conn = connect(settings.source, settings)
+        try:
+            return cls(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            raise ExtractError(
+                "Could not open a snapshot of the source",
+                hint="The source must allow REPEATABLE READ transactions and "
+                "pg_export_snapshot() (not a standby without hot_standby_feedback, say).",
+                stderr_tail=str(exc).splitlines()[-5:],
+            ) from None
+
+    def lock_tables(self, tables: list[tuple[str, str]]) -> None:
+        """ACCESS SHARE on every table, held until the snapshot closes.
+
+        TRUNCATE and table rewrites are not MVCC-safe: run on the source after
+        pg_dump released its locks, they would make the snapshot see an empty or
+        missing table during validation. These locks make them wait instead;
+        ordinary writes are not blocked.
+        """
+        if tables:
+            idents = sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in tables)
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(idents))
 
     def schemas(self) -> list[str]:
         return [str(row[0]) for row in self.conn.execute(read_sql("source_schemas.sql"))]

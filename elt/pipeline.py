@@ -21,7 +21,7 @@ import psycopg
 
 from config import Settings, ValidationLevel
 from connect import connect, log_connected, wait_for_postgres
-from errors import ExtractError, LoadError, SettingsError, ValidationFailed
+from errors import ConnectionFailed, ExtractError, LoadError, SettingsError, ValidationFailed
 from extract import SourceSnapshot, pg_dump_argv
 from load import pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
@@ -31,6 +31,7 @@ from validate import (
     collect,
     compare_sequences,
     compare_tables,
+    list_tables,
     prepare_session,
     report,
     sequence_values,
@@ -170,7 +171,9 @@ def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: loggi
 
 
 def _validation_error(side: str, exc: BaseException) -> ValidationFailed:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = getattr(exc, "stderr_tail", None) or [
+        line.strip() for line in str(exc).splitlines() if line.strip()
+    ]
     return ValidationFailed(
         f"Validation could not be completed: the {side} figures could not be computed",
         hint="The copy was committed but is not proven. Read stderr_tail, fix the cause "
@@ -194,13 +197,15 @@ def _measure(
     stop = threading.Event()
     try:
         destination = connect(settings.destination, settings)
-    except psycopg.Error as exc:
+    except ConnectionFailed as exc:  # after the commit: the copy is there, but unproven
         raise _validation_error("destination", exc) from None
     versions = (snapshot.conn.info.server_version, destination.info.server_version)
     record_hash = min(versions) >= RECORD_HASH_MIN_VERSION
 
     def source_side() -> tuple[Figures, dict[str, int | None]]:
-        figures = collect(snapshot.conn, schemas, level, stop, record_hash=record_hash)
+        figures = collect(
+            snapshot.conn, schemas, level, stop, record_hash=record_hash, recompute_matviews=True
+        )
         return figures, sequence_values(snapshot.conn, schemas)
 
     with destination, ThreadPoolExecutor(1) as executor:
@@ -234,6 +239,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
             schemas = snapshot.schemas()
             if level is not ValidationLevel.OFF:
                 prepare_session(snapshot.conn)
+                snapshot.lock_tables(list_tables(snapshot.conn, schemas))
             # Sequences are outside the snapshot: read them before pg_dump does.
             before = (
                 sequence_values(snapshot.conn, schemas) if level is ValidationLevel.FULL else {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import subprocess
 import threading
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from config import DatabaseSettings
+from errors import SettingsError
 
 STDERR_TAIL_LINES = 20
 # libpq variables the job sets itself for each side; inherited values would
@@ -41,6 +43,7 @@ _LIBPQ_OVERRIDES = (
     "PGOPTIONS",
 )
 APPLICATION_NAME = "elt_pipeline"
+_SECRET_SETTING = re.compile(r"[A-Z_]*_PASSWORD(_FILE)?")
 
 
 def child_env(
@@ -50,9 +53,12 @@ def child_env(
 
     It carries that side's password and nothing of the other side's.
     """
-    env = dict(os.environ if base is None else base)
-    for name in _LIBPQ_OVERRIDES:
-        env.pop(name, None)
+    env = {
+        name: value
+        for name, value in (os.environ if base is None else base).items()
+        # The job's own settings hold both sides' passwords: no tool needs them.
+        if name not in _LIBPQ_OVERRIDES and not _SECRET_SETTING.fullmatch(name)
+    }
     # Never fall back to ~/.pgpass of whoever runs the job: the settings are the truth.
     env["PGPASSFILE"] = os.devnull
     if db is not None and db.password is not None:
@@ -139,17 +145,35 @@ class Pipeline:
         self._started = 0.0
 
     def __enter__(self) -> Pipeline:
+        # __exit__ does not run when __enter__ raises: stop what did start here,
+        # or a half-started pipeline could go on (and even commit) on its own.
+        try:
+            self._start()
+        except BaseException:
+            self.terminate()
+            raise
+        return self
+
+    def _start(self) -> None:
         self._started = time.monotonic()
         upstream: IO[bytes] | None = None
         for index, stage in enumerate(self.stages):
             last = index == len(self.stages) - 1
-            proc = subprocess.Popen(
-                list(stage.argv),
-                stdin=upstream if upstream is not None else subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL if last else subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(stage.env),
-            )
+            try:
+                proc = subprocess.Popen(
+                    list(stage.argv),
+                    stdin=upstream if upstream is not None else subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=dict(stage.env),
+                )
+            except FileNotFoundError:
+                raise SettingsError(
+                    f"{stage.argv[0]} was not found on PATH",
+                    hint="Install the PostgreSQL client tools (Debian: postgresql-client-17), "
+                    "of the destination's major version, or put them on PATH.",
+                    tool=stage.argv[0],
+                ) from None
             if upstream is not None:
                 upstream.close()  # see the module docstring: the parent must not hold it
             upstream = proc.stdout
@@ -158,7 +182,6 @@ class Pipeline:
             tail.start()
             self._procs.append(proc)
             self._tails.append(tail)
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()

@@ -55,6 +55,12 @@ def prepare_session(conn: Connection) -> None:
     conn.execute(read_sql("validation_session.sql"))
 
 
+def list_tables(conn: Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
+    """(schema, name) of every ordinary table validation covers (not materialized views)."""
+    rows = conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)})
+    return [(str(row[0]), str(row[1])) for row in rows if row[3] is None]
+
+
 def sequence_values(conn: Connection, schemas: Sequence[str]) -> dict[str, int | None]:
     rows = conn.execute(read_sql("sequence_values.sql"), {"schemas": list(schemas)})
     return {str(name): None if value is None else int(str(value)) for name, value in rows}
@@ -78,16 +84,19 @@ def collect(
     stop: threading.Event | None = None,
     *,
     record_hash: bool = False,
+    recompute_matviews: bool = False,
 ) -> Figures:
     """Compute one side's figures. The caller has run prepare_session() on `conn`.
 
     `record_hash` allows hashing rows directly where validation_tables.sql says
-    it is exact; pass the same value on both sides.
+    it is exact; pass the same value on both sides. `recompute_matviews` (the
+    source side) measures each populated materialized view's defining query
+    instead of its stored rows: that is what the destination's refresh stored.
     """
     digest_sql = read_sql("table_digest.sql")
     tables: dict[str, TableFigures] = {}
     listed = conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)}).fetchall()
-    for schema, name, populated, record_hashable in listed:
+    for schema, name, populated, matview_query, record_hashable in listed:
         if stop is not None and stop.is_set():
             raise Stopped
         ident = sql.Identifier(str(schema), str(name))
@@ -96,11 +105,16 @@ def collect(
         if not populated:
             tables[key] = TableFigures(None, None, 0.0)
             continue
+        relation: sql.Composable = ident
+        if recompute_matviews and matview_query is not None:
+            relation = sql.SQL("({})").format(sql.SQL(str(matview_query)))
         if level is ValidationLevel.FULL:
             row_hash = RECORD_HASH if record_hash and record_hashable else TEXT_HASH
-            query = sql.SQL(digest_sql).format(table=ident, row_hash=row_hash)
+            query = sql.SQL(digest_sql).format(table=relation, row_hash=row_hash)
         else:
-            query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table}").format(table=ident)
+            query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table} AS t").format(
+                table=relation
+            )
         row = conn.execute(query).fetchone()
         assert row is not None
         tables[key] = TableFigures(

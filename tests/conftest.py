@@ -258,7 +258,7 @@ def source_server(bindir: Path) -> Iterator[PgServer]:
 
 @pytest.fixture(scope="session")
 def destination_server(bindir: Path) -> Iterator[PgServer]:
-    server = PgServer("destination", bindir)
+    server = PgServer("destination", bindir, password=PASSWORD + "-destination")
     try:
         server.init()
         server.start()

@@ -172,20 +172,26 @@ def test_destination_stopped_mid_load(dbs: Databases, mode: str) -> None:
 # --- 2. the source goes away in the middle of the dump --------------------
 
 
+# With validation on, the job itself holds ACCESS SHARE locks on every source
+# table from the snapshot on, so the held table stops the job there, before
+# pg_dump starts; with it off, pg_dump is the one that waits.
+@pytest.mark.parametrize("validation", ["off", "full"])
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
-def test_source_stopped_mid_dump(dbs: Databases, mode: str) -> None:
+def test_source_stopped_mid_dump(dbs: Databases, mode: str, validation: str) -> None:
     before = loaded_then_changed(dbs)
+    env = dbs.env(ELT_VALIDATION=validation)
     with dump_held(dbs):
-        job = start_job(dbs.env())
-        wait_until(lambda: dump_is_waiting(dbs), "pg_dump to wait on the held table")
+        job = start_job(env)
+        wait_until(lambda: dump_is_waiting(dbs), "the job to wait on the held table")
         dbs.source.stop(mode)
-        run = finish(job, dbs.env())
+        run = finish(job, env)
     dbs.source.restart()
 
     assert run.returncode == 4
     error = the_error(run)
     assert error["message"] == "Data extraction failed"
-    assert error["tool"] == "pg_dump"
+    if validation == "off":
+        assert error["tool"] == "pg_dump"
     assert "SOURCE_POSTGRES_USER" in error["hint"]
     assert dbs.destination.fingerprint("destination_db") == before
     rerun_succeeds(dbs)
@@ -525,12 +531,16 @@ def test_no_password_in_process_arguments_or_environment_of_other_side(dbs: Data
     for cmdline in children.values():
         assert dbs.source.password not in cmdline
         assert dbs.destination.password not in cmdline
-    # Each tool gets only the password of the side it connects to.
+    # Each tool gets only the password of the side it connects to, and none of
+    # the job's own *_PASSWORD settings.
+    sides = {"pg_dump": dbs.source.password, "psql": dbs.destination.password}
     for pid, cmdline in children.items():
         if pid not in environ:
             continue
         tool = cmdline.split()[0].rsplit("/", 1)[-1]
-        has_password = b"PGPASSWORD=" in environ[pid]
-        assert has_password == (tool in ("pg_dump", "psql")), tool
+        variables = dict(item.split(b"=", 1) for item in environ[pid].split(b"\0") if b"=" in item)
+        passwords = {v.decode() for k, v in variables.items() if k.endswith(b"PASSWORD")}
+        assert passwords == ({sides[tool]} if tool in sides else set()), tool
+        assert not any(k.endswith((b"_PASSWORD", b"_PASSWORD_FILE")) for k in variables), tool
     wait_until(lambda: elt_sessions(dbs.destination) == 0, "the destination session to end")
     dbs.destination.execute("destination_db", RELEASE_HOLD)

@@ -5,6 +5,12 @@
 
 BEGIN;
 
+-- The destination's own timeouts must not end the load halfway (the restore
+-- script sets these too, but only after this file has run).
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+
 -- The restore script that follows starts with its own BEGIN (pg_restore
 -- --single-transaction). Inside this transaction that BEGIN is a no-op that
 -- only warns "there is already a transaction in progress"; hide that one
@@ -22,6 +28,8 @@ DECLARE
     public_acl aclitem[];
     public_comment text;
     grant_row record;
+    survivors text[];
+    lost text;
 BEGIN
     -- One load at a time per destination database (the key spells "ELT").
     -- A second run fails here, before it has changed anything.
@@ -68,6 +76,25 @@ BEGIN
             USING HINT = 'Drop them before the run and re-create them after it, or keep them in a schema of their own that does not reference the copied schemas.';
     END IF;
 
+    -- Safety net for what the check above cannot see (a chain through a
+    -- database-wide object, such as an extension whose foreign tables live in
+    -- another schema): every relation, function and type outside the replaced
+    -- schemas must still exist after the drops.
+    survivors := ARRAY(
+        SELECT pg_catalog.pg_describe_object(o.classid, o.objid, 0)
+        FROM (
+            SELECT 'pg_catalog.pg_class'::regclass AS classid, c.oid AS objid, c.relnamespace AS nsp
+            FROM pg_catalog.pg_class AS c
+            UNION ALL
+            SELECT 'pg_catalog.pg_proc'::regclass, p.oid, p.pronamespace FROM pg_catalog.pg_proc AS p
+            UNION ALL
+            SELECT 'pg_catalog.pg_type'::regclass, t.oid, t.typnamespace FROM pg_catalog.pg_type AS t
+        ) AS o
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = o.nsp
+        WHERE n.nspname !~ '^pg_'
+          AND n.nspname <> 'information_schema'
+          AND NOT n.nspname = ANY (replaced));
+
     FOREACH schema_name IN ARRAY replaced LOOP
         IF schema_name = 'public' THEN
             -- pg_dump never emits CREATE SCHEMA public (initdb creates it), so
@@ -101,5 +128,27 @@ BEGIN
             EXECUTE pg_catalog.format('DROP SCHEMA IF EXISTS %I CASCADE', schema_name);
         END IF;
     END LOOP;
+
+    SELECT pg_catalog.string_agg(gone, ', ')
+    INTO lost
+    FROM (
+        SELECT gone FROM pg_catalog.unnest(survivors) AS gone
+        EXCEPT
+        SELECT pg_catalog.pg_describe_object(o.classid, o.objid, 0)
+        FROM (
+            SELECT 'pg_catalog.pg_class'::regclass AS classid, c.oid AS objid FROM pg_catalog.pg_class AS c
+            UNION ALL
+            SELECT 'pg_catalog.pg_proc'::regclass, p.oid FROM pg_catalog.pg_proc AS p
+            UNION ALL
+            SELECT 'pg_catalog.pg_type'::regclass, t.oid FROM pg_catalog.pg_type AS t
+        ) AS o
+    ) AS vanished;
+    IF lost IS NOT NULL THEN
+        RAISE EXCEPTION 'ELT: replacing the copied schemas would also drop objects in other schemas: %', lost
+            USING HINT = 'They depend on the copied schemas through a database-wide object (an extension, say). Drop them before the run and re-create them after it, or install that object in a schema of its own.';
+    END IF;
 END
 $prepare$;
+
+-- The restore script follows; it must not see this file's variable.
+\unset schemas

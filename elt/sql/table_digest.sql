@@ -2,9 +2,10 @@
 -- hash of each row. A sum does not depend on row order, and memory stays
 -- constant however big the table is. A lost, added or changed row moves the
 -- sum unless its hash is 0 or collides (odds about 2^-64 per row).
--- Filled in by validate.py: {table}, a quoted identifier, and {row_hash},
--- either the hash of the row's text form or, where every column's type allows
--- it (validation_tables.sql), the row's own hash.
+-- validate.py fills in the two placeholders below (and only there: never put
+-- one in a comment): the relation, a quoted table name or a parenthesized
+-- query, and the row hash, either the hash of the row's text form or, where
+-- every column's type allows it (validation_tables.sql), the row's own hash.
 -- Do not move the hash into a subquery with OFFSET 0: measured on
 -- PostgreSQL 15, that doubled the cost.
 SELECT pg_catalog.count(*), pg_catalog.sum({row_hash})::text

@@ -6,11 +6,20 @@
 -- apart exactly as their text form does, so the row can be hashed directly
 -- (hash_record_extended, about 3x cheaper than hashing its text form). Types
 -- whose equality is looser than their text are left out: numeric (1.5 = 1.50),
--- floats (0 = -0), char(n), arrays, and any column with a nondeterministic
--- collation (case-insensitive text, say). Domains count as their base type.
+-- floats (0 = -0), char(n), arrays, jsonb (its hash maps NULL, {} and [] alike
+-- and ignores numeric scale), and any column with a nondeterministic collation
+-- (case-insensitive text, say). Domains count as their base type.
+--
+-- matview_query: a materialized view is not copied but refreshed on the
+-- destination, from the copied data. Its source-side figures therefore come
+-- from running its defining query in the snapshot, not from its stored rows,
+-- which may be older than its tables.
 SELECT n.nspname,
        c.relname,
        c.relispopulated,
+       CASE WHEN c.relkind = 'm'
+            THEN pg_catalog.rtrim(pg_catalog.pg_get_viewdef(c.oid), '; ' || chr(10))
+       END AS matview_query,
        NOT EXISTS (
            SELECT 1
            FROM pg_catalog.pg_attribute AS a
@@ -25,8 +34,7 @@ SELECT n.nspname,
                               'pg_catalog.date'::pg_catalog.regtype, 'pg_catalog.timestamp'::pg_catalog.regtype,
                               'pg_catalog.timestamptz'::pg_catalog.regtype, 'pg_catalog.uuid'::pg_catalog.regtype,
                               'pg_catalog.bytea'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype,
-                              'pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.jsonb'::pg_catalog.regtype,
-                              'pg_catalog.oid'::pg_catalog.regtype)
+                              'pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.oid'::pg_catalog.regtype)
                   OR NOT COALESCE(co.collisdeterministic, true))
        ) AS record_hashable
 FROM pg_catalog.pg_class AS c
