@@ -70,11 +70,31 @@ class Stopped(Exception):
     """collect() was asked to stop between two tables (the job is being cancelled)."""
 
 
-# How one row is hashed (table_digest.sql). Both sides must use the same one.
+# How one row is hashed (table_digest.sql). Both sides must use the same way.
+# The fallback: the hash of the whole row's text form.
 TEXT_HASH = sql.SQL("pg_catalog.hashtextextended((t.*)::text, 0)")
-RECORD_HASH = sql.SQL("pg_catalog.hash_record_extended(t.*, 0)")
 # hash_record_extended() exists from PostgreSQL 14 on.
 RECORD_HASH_MIN_VERSION = 140000
+
+
+def row_hash(
+    columns: Sequence[str], exact_hash: Sequence[bool], *, record_hash: bool
+) -> sql.Composable:
+    """The expression that hashes one row `t` (see validation_tables.sql).
+
+    With `record_hash`, the row's columns are hashed in name order, each
+    directly where its type's hash is exact and through its text form (in the
+    "C" collation, so that bytes are hashed) everywhere else.
+    """
+    if not record_hash or not columns:
+        return TEXT_HASH
+    fields = [
+        sql.SQL("t.{}").format(sql.Identifier(name))
+        if exact
+        else sql.SQL('(t.{}::text COLLATE "C")').format(sql.Identifier(name))
+        for name, exact in zip(columns, exact_hash, strict=True)
+    ]
+    return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(fields))
 
 
 def collect(
@@ -88,15 +108,15 @@ def collect(
 ) -> Figures:
     """Compute one side's figures. The caller has run prepare_session() on `conn`.
 
-    `record_hash` allows hashing rows directly where validation_tables.sql says
-    it is exact; pass the same value on both sides. `recompute_matviews` (the
+    `record_hash` allows hashing columns directly where validation_tables.sql
+    says it is exact (see row_hash); pass the same value on both sides. `recompute_matviews` (the
     source side) measures each populated materialized view's defining query
     instead of its stored rows: that is what the destination's refresh stored.
     """
     digest_sql = read_sql("table_digest.sql")
     tables: dict[str, TableFigures] = {}
     listed = conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)}).fetchall()
-    for schema, name, populated, matview_query, record_hashable in listed:
+    for schema, name, populated, matview_query, columns, exact_hash in listed:
         if stop is not None and stop.is_set():
             raise Stopped
         ident = sql.Identifier(str(schema), str(name))
@@ -109,8 +129,12 @@ def collect(
         if recompute_matviews and matview_query is not None:
             relation = sql.SQL("({})").format(sql.SQL(str(matview_query)))
         if level is ValidationLevel.FULL:
-            row_hash = RECORD_HASH if record_hash and record_hashable else TEXT_HASH
-            query = sql.SQL(digest_sql).format(table=relation, row_hash=row_hash)
+            hash_expr = row_hash(
+                [str(c) for c in columns],  # type: ignore[attr-defined]
+                [bool(e) for e in exact_hash],  # type: ignore[attr-defined]
+                record_hash=record_hash,
+            )
+            query = sql.SQL(digest_sql).format(table=relation, row_hash=hash_expr)
         else:
             query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table} AS t").format(
                 table=relation

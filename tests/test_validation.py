@@ -239,13 +239,13 @@ INSERT INTO hashable VALUES
 HASHABLE_COLUMNS = ["small", "n", "ok", "d", "ts", "tstz", "u", "b", "txt", "vc", "o", "t"]
 
 
-def test_which_tables_are_hashed_directly(source_server: PgServer) -> None:
+def test_which_columns_are_hashed_directly(source_server: PgServer) -> None:
     source_server.recreate_database("digest_kind")
     source_server.execute("digest_kind", HASHABLE_SQL + EVERY_TYPE_SQL)
     source_server.execute(
         "digest_kind",
         'CREATE COLLATION nocase (provider = icu, locale = "und-u-ks-level2", deterministic = false);'
-        "CREATE TABLE caseless (name text COLLATE nocase)",
+        "CREATE TABLE caseless (name text COLLATE nocase, plain text, j jsonb)",
     )
     listed = source_server.query(
         "digest_kind",
@@ -253,8 +253,16 @@ def test_which_tables_are_hashed_directly(source_server: PgServer) -> None:
         .read_text()
         .replace("%(schemas)s", "'{public}'"),
     )
-    hashable = {name: record_hashable for _, name, _, _, record_hashable in listed}
-    assert hashable == {"hashable": True, "Every Type": False, "caseless": False}
+    exact = {
+        name: dict(zip(columns, flags, strict=True)) for _, name, _, _, columns, flags in listed
+    }
+    assert all(exact["hashable"].values())
+    assert list(exact["hashable"]) == sorted(exact["hashable"])  # by name, not position
+    assert exact["caseless"] == {"j": False, "name": False, "plain": True}
+    every = exact["Every Type"]
+    assert {c for c, ok in every.items() if ok} == {
+        "id", "big", "small", "d", "ts", "tstz", "b", "ok", "txt", "vc", "dom", "u", "select", "t",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("record_hash", [True, False], ids=["record hash", "text hash"])
@@ -277,13 +285,16 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("record_hash", [True, False], ids=["record hash", "text hash"])
 @pytest.mark.parametrize("column", COLUMNS)
-def test_the_digest_sees_a_change_in_any_column(source_server: PgServer, column: str) -> None:
+def test_the_digest_sees_a_change_in_any_column(
+    source_server: PgServer, column: str, record_hash: bool
+) -> None:
     source_server.recreate_database("digest_check")
     source_server.execute("digest_check", EVERY_TYPE_SQL)
-    before = _digests(source_server, "digest_check")
+    before = _digests(source_server, "digest_check", record_hash=record_hash)
     source_server.execute("digest_check", f'UPDATE "Every Type" SET "{column}" = NULL WHERE id = 1')
-    after = _digests(source_server, "digest_check")
+    after = _digests(source_server, "digest_check", record_hash=record_hash)
     assert after['"public"."Every Type"'] != before['"public"."Every Type"']
 
 

@@ -4,8 +4,8 @@
 -- sum unless its hash is 0 or collides (odds about 2^-64 per row).
 -- validate.py fills in the two placeholders below (and only there: never put
 -- one in a comment): the relation, a quoted table name or a parenthesized
--- query, and the row hash, either the hash of the row's text form or, where
--- every column's type allows it (validation_tables.sql), the row's own hash.
+-- query, and the row hash (validate.row_hash): a hash over the row's columns,
+-- each hashed directly or through its text form.
 -- Do not move the hash into a subquery with OFFSET 0: measured on
 -- PostgreSQL 15, that doubled the cost.
 SELECT pg_catalog.count(*), pg_catalog.sum({row_hash})::text

@@ -2,13 +2,15 @@
 -- tables (partitions included, as they hold the rows of partitioned tables)
 -- and materialized views; not extension-owned ones, which pg_dump skips.
 --
--- record_hashable: every column has a type whose hash function tells values
--- apart exactly as their text form does, so the row can be hashed directly
--- (hash_record_extended, about 3x cheaper than hashing its text form). Types
--- whose equality is looser than their text are left out: numeric (1.5 = 1.50),
+-- columns / exact_hash: the columns, by name (not by position: pg_dump may
+-- re-create an inheritance child with another column order), and for each
+-- whether its type's own hash tells values apart exactly as its text form
+-- does, so validate.py can hash it directly instead of through its text (about
+-- 3 times cheaper). Left out, and hashed through text: numeric (1.5 = 1.50),
 -- floats (0 = -0), char(n), arrays, jsonb (its hash maps NULL, {} and [] alike
--- and ignores numeric scale), and any column with a nondeterministic collation
--- (case-insensitive text, say). Domains count as their base type.
+-- and ignores numeric scale), every other type, and any column with a
+-- nondeterministic collation (case-insensitive text, say). Domains count as
+-- their base type.
 --
 -- matview_query: a materialized view is not copied but refreshed on the
 -- destination, from the copied data. Its source-side figures therefore come
@@ -20,23 +22,27 @@ SELECT n.nspname,
        CASE WHEN c.relkind = 'm'
             THEN pg_catalog.rtrim(pg_catalog.pg_get_viewdef(c.oid), '; ' || chr(10))
        END AS matview_query,
-       NOT EXISTS (
-           SELECT 1
+       ARRAY(
+           SELECT a.attname::text
+           FROM pg_catalog.pg_attribute AS a
+           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attname
+       ) AS columns,
+       ARRAY(
+           SELECT (CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
+                       IN ('pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype,
+                           'pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.bool'::pg_catalog.regtype,
+                           'pg_catalog.date'::pg_catalog.regtype, 'pg_catalog.timestamp'::pg_catalog.regtype,
+                           'pg_catalog.timestamptz'::pg_catalog.regtype, 'pg_catalog.uuid'::pg_catalog.regtype,
+                           'pg_catalog.bytea'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype,
+                           'pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.oid'::pg_catalog.regtype))
+                   AND COALESCE(co.collisdeterministic, true)
            FROM pg_catalog.pg_attribute AS a
            JOIN pg_catalog.pg_type AS ty ON ty.oid = a.atttypid
            LEFT JOIN pg_catalog.pg_collation AS co ON co.oid = a.attcollation
-           WHERE a.attrelid = c.oid
-             AND a.attnum > 0
-             AND NOT a.attisdropped
-             AND (CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
-                      NOT IN ('pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype,
-                              'pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.bool'::pg_catalog.regtype,
-                              'pg_catalog.date'::pg_catalog.regtype, 'pg_catalog.timestamp'::pg_catalog.regtype,
-                              'pg_catalog.timestamptz'::pg_catalog.regtype, 'pg_catalog.uuid'::pg_catalog.regtype,
-                              'pg_catalog.bytea'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype,
-                              'pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.oid'::pg_catalog.regtype)
-                  OR NOT COALESCE(co.collisdeterministic, true))
-       ) AS record_hashable
+           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attname
+       ) AS exact_hash
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm')
