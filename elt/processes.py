@@ -129,7 +129,7 @@ class StageResult:
 
 
 class Pipeline:
-    """Runs stages connected stdout -> stdin; stops them all if any fails or on cancel().
+    """Runs stages connected stdout -> stdin; stops them all if any fails (or on terminate()).
 
     Use as a context manager: leaving the block (normally, by exception or by a
     signal) terminates whatever is still running, so no child outlives the job.
@@ -185,10 +185,6 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
 
     def wait(self, on_exit: Callable[[StageResult], None] | None = None) -> list[StageResult]:
         """Wait for every stage; on the first failure, stop the rest. Returns results in order."""
