@@ -193,6 +193,16 @@ def _database(env: Mapping[str, str], side: str) -> DatabaseSettings:
     )
 
 
+def same_database_error(message: str) -> SettingsError:
+    """Refusal to copy a database onto itself (checked by name here, by identity after login)."""
+    return SettingsError(
+        message,
+        hint="Point DESTINATION_POSTGRES_* at another database: the load replaces "
+        "the destination's copies of the source's schemas.",
+        variable="DESTINATION_POSTGRES_DB",
+    )
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read and check every setting; raise SettingsError naming the first bad variable."""
     source = _database(env, "SOURCE")
@@ -202,11 +212,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         destination.port,
         destination.dbname,
     ):
-        raise SettingsError(
-            f"Source and destination are the same database ({source.label}:{source.port})",
-            hint="Point DESTINATION_POSTGRES_* at another database: the load replaces "
-            "the destination's copies of the source's schemas.",
-            variable="DESTINATION_POSTGRES_DB",
+        raise same_database_error(
+            f"Source and destination are the same database ({source.label}:{source.port})"
         )
     return Settings(
         source=source,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import psycopg
 
 from config import DatabaseSettings, Settings
-from errors import ConnectionFailed
+from errors import ConnectionFailed, message_lines
 from processes import APPLICATION_NAME, Stage, child_env, connection_args, run_tool
 
 # pg_isready exit codes (see its man page).
@@ -115,11 +115,10 @@ def connect(
             autocommit=autocommit,
         )
     except psycopg.OperationalError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise ConnectionFailed(
             f"Cannot log in to the {db.role} database {db.label}",
             hint=_hint_for(db, str(exc)),
-            stderr_tail=lines[-5:],
+            stderr_tail=message_lines(exc),
             database=db.role,
             host=db.host,
         ) from None

@@ -83,6 +83,11 @@ class Interrupted(EltError):
         self.instance_exit_code = 128 + signum
 
 
+def message_lines(exc: BaseException, limit: int = 5) -> list[str]:
+    """The last non-blank lines of a driver error's text, for `stderr_tail`."""
+    return [line.strip() for line in str(exc).splitlines() if line.strip()][-limit:]
+
+
 EXIT_CODES: dict[int, type[EltError]] = {
     cls.exit_code: cls
     for cls in (

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from config import DatabaseSettings, Settings
 from connect import connect
-from errors import ExtractError
+from errors import ExtractError, message_lines
 from processes import connection_args
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
@@ -80,7 +80,7 @@ class SourceSnapshot:
                 "Could not open a snapshot of the source",
                 hint="The source must allow REPEATABLE READ transactions and "
                 "pg_export_snapshot() (not a standby without hot_standby_feedback, say).",
-                stderr_tail=str(exc).splitlines()[-5:],
+                stderr_tail=message_lines(exc),
             ) from None
 
     def lock_tables(self, tables: list[tuple[str, str]]) -> None:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from config import Settings, ValidationLevel
+from config import Settings, ValidationLevel, same_database_error
 from connect import connect, log_connected, wait_for_postgres
-from errors import ConnectionFailed, ExtractError, LoadError, SettingsError, ValidationFailed
+from errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
 from extract import SourceSnapshot, pg_dump_argv
 from load import pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
@@ -66,12 +66,7 @@ def _wait_and_login(settings: Settings, logger: logging.Logger) -> None:
             identities.append(conn.execute(_IDENTITY_SQL).fetchone())
         log_connected(logger, db, attempt, settings)
     if identities[0] == identities[1]:
-        raise SettingsError(
-            "Source and destination settings lead to the same database",
-            hint="Point DESTINATION_POSTGRES_* at another database: the load replaces "
-            "the destination's copies of the source's schemas.",
-            variable="DESTINATION_POSTGRES_DB",
-        )
+        raise same_database_error("Source and destination settings lead to the same database")
 
 
 def _failure(results: list[StageResult]) -> ExtractError | LoadError | None:
@@ -171,14 +166,12 @@ def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: loggi
 
 
 def _validation_error(side: str, exc: BaseException) -> ValidationFailed:
-    lines = getattr(exc, "stderr_tail", None) or [
-        line.strip() for line in str(exc).splitlines() if line.strip()
-    ]
+    lines = getattr(exc, "stderr_tail", None) or message_lines(exc)
     return ValidationFailed(
         f"Validation could not be completed: the {side} figures could not be computed",
         hint="The copy was committed but is not proven. Read stderr_tail, fix the cause "
         "(connection, permissions) and run again.",
-        stderr_tail=lines[-5:],
+        stderr_tail=lines,
     )
 
 
@@ -248,7 +241,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
             raise ExtractError(
                 "Reading the source snapshot failed",
                 hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
-                stderr_tail=str(exc).splitlines()[-5:],
+                stderr_tail=message_lines(exc),
             ) from None
         copy(settings, schemas, snapshot.snapshot_id, logger)
         if level is ValidationLevel.OFF:
