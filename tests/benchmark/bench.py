@@ -544,6 +544,21 @@ def _failed(step: str, returncode: int, stderr: bytes | str) -> dict[str, Any]:
     return {"ok": False, "error": f"{step} exited {returncode}: {_tail(stderr)}"}
 
 
+def _run(
+    spec: dict[str, Any], argv: list[str], password_var: str, *, keep_stdout: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """Run one client tool with one side's password; stderr (and stdout if asked) kept."""
+    return subprocess.run(
+        argv,
+        env=_tool_env(password_var),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if keep_stdout else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+        timeout=spec["timeout"],  # a safety net against a hung run, not a measurement
+    )
+
+
 def _method_job(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     # The worker's environment is the job's (Databases.env()); stdout is the JSON
     # log, kept in a file and parsed by the orchestrator.
@@ -578,21 +593,18 @@ def _method_documented(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     # line reader), so with pg_dump's default COPY output the capture holds the
     # DDL only; it grows with the data only for INSERT-style dumps (--inserts).
     dump_file = work / "data_dump.sql"
-    dump = subprocess.run(
+    dump = _run(
+        spec,
         ["pg_dump", *_conn_args(spec["source"]), "-f", str(dump_file), "-w"],
-        env=_tool_env("SOURCE_POSTGRES_PASSWORD"),
-        capture_output=True,
-        check=False,
-        timeout=spec["timeout"],
+        "SOURCE_POSTGRES_PASSWORD",
     )
     if dump.returncode != 0:
         return _failed("pg_dump", dump.returncode, dump.stderr)
-    load = subprocess.run(
+    load = _run(
+        spec,
         ["psql", *_conn_args(spec["destination"]), "-a", "-f", str(dump_file)],
-        env=_tool_env("DESTINATION_POSTGRES_PASSWORD"),
-        capture_output=True,
-        check=False,
-        timeout=spec["timeout"],
+        "DESTINATION_POSTGRES_PASSWORD",
+        keep_stdout=True,  # the documented capture_output=True is what is measured
     )
     result: dict[str, Any] = {
         "ok": load.returncode == 0,
@@ -609,23 +621,17 @@ def _method_documented(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 def _method_fd_j2(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     dump_dir = work / "dump.dir"  # pg_dump -Fd creates it and refuses an existing one
     jobs = ["-j", str(spec["jobs"])]
-    dump = subprocess.run(
+    dump = _run(
+        spec,
         ["pg_dump", *_conn_args(spec["source"]), "-w", "-Fd", "-Z0", *jobs, "-f", str(dump_dir)],
-        env=_tool_env("SOURCE_POSTGRES_PASSWORD"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        check=False,
-        timeout=spec["timeout"],
+        "SOURCE_POSTGRES_PASSWORD",
     )
     if dump.returncode != 0:
         return _failed("pg_dump", dump.returncode, dump.stderr)
-    restore = subprocess.run(
+    restore = _run(
+        spec,
         ["pg_restore", *_conn_args(spec["destination"]), "-w", *jobs, str(dump_dir)],
-        env=_tool_env("DESTINATION_POSTGRES_PASSWORD"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        check=False,
-        timeout=spec["timeout"],
+        "DESTINATION_POSTGRES_PASSWORD",
     )
     if restore.returncode != 0:
         return _failed("pg_restore", restore.returncode, restore.stderr)
@@ -683,15 +689,8 @@ def _method_pgcopydb(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         return {"ok": False, "error": "source and destination passwords differ"}
     argv = ["pgcopydb", "clone", "--source", _pg_uri(spec["source"])]
     argv += ["--target", _pg_uri(spec["destination"]), "--dir", str(work / "pgcopydb")]
-    proc = subprocess.run(
-        argv,
-        env=_tool_env("SOURCE_POSTGRES_PASSWORD"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,  # pgcopydb logs to stderr: kept for the error report
-        check=False,
-        timeout=spec["timeout"],
-    )
+    # pgcopydb logs to stderr, which _run keeps for the error report.
+    proc = _run(spec, argv, "SOURCE_POSTGRES_PASSWORD")
     if proc.returncode != 0:
         return _failed("pgcopydb", proc.returncode, proc.stderr)
     return {"ok": True}
