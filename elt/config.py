@@ -9,6 +9,7 @@ secrets. Passwords are kept out of `repr()` so they cannot reach a log line.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,11 @@ class Settings:
     validation: ValidationLevel = ValidationLevel.FULL
     copy_ownership: bool = False
     log_level: str = "INFO"
+    # Parallel copy (issue #4): table streams at once; 1 = always the streamed path.
+    jobs: int = 2
+    # Below this source database size (MB, pg_database_size) one stream is faster.
+    parallel_min_mb: float = 64.0
+    progress_seconds: float = 5.0
 
 
 # Variable name -> (default, one-line description). The README's configuration
@@ -78,6 +84,9 @@ DEFAULTS: dict[str, str | None] = {
     "ELT_VALIDATION": "full",
     "ELT_COPY_OWNERSHIP": "false",
     "ELT_LOG_LEVEL": "INFO",
+    "ELT_JOBS": "auto",
+    "ELT_PARALLEL_MIN_MB": "64",
+    "ELT_PROGRESS_SECONDS": "5",
 }
 # Accepted as alternatives to the passwords; not in DEFAULTS because they have none.
 PASSWORD_FILE_VARIABLES = tuple(f"{side}_POSTGRES_PASSWORD_FILE" for side in SIDES)
@@ -119,7 +128,7 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int, maximum: int) -> in
     return value
 
 
-def _float(env: Mapping[str, str], name: str, *, minimum: float) -> float:
+def _float(env: Mapping[str, str], name: str, *, minimum: float, unit: str = "seconds") -> float:
     raw = _get(env, name)
     try:
         value = float(raw)
@@ -127,7 +136,7 @@ def _float(env: Mapping[str, str], name: str, *, minimum: float) -> float:
         value = float("nan")
     if not value >= minimum or value == float("inf"):  # also rejects NaN
         raise SettingsError(
-            f"{name} must be a number of seconds >= {minimum:g}, got {raw!r}",
+            f"{name} must be a number of {unit} >= {minimum:g}, got {raw!r}",
             hint=f"Fix {name} in your environment or .env file.",
             variable=name,
         )
@@ -142,6 +151,25 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
             f"{name} must be one of {', '.join(choices)}, got {raw!r}",
             hint=f"Fix {name} in your environment or .env file.",
             variable=name,
+        )
+    return value
+
+
+def _jobs(env: Mapping[str, str], cpu_count: int) -> int:
+    """ELT_JOBS: `auto` (the usable CPUs, at least 2 and at most 8) or a number.
+
+    Two workers already overlap one table's index build with the next table's
+    copy on a 2-core machine; past 8, the disks are the limit, not the CPUs.
+    """
+    raw = _get(env, "ELT_JOBS")
+    if raw.lower() == "auto":
+        return max(2, min(8, cpu_count))
+    value = int(raw) if raw.isdigit() else 0
+    if not 1 <= value <= 64:
+        raise SettingsError(
+            f"ELT_JOBS must be auto or a whole number from 1 to 64, got {raw!r}",
+            hint="Fix ELT_JOBS in your environment or .env file (1 = always one stream).",
+            variable="ELT_JOBS",
         )
     return value
 
@@ -227,4 +255,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ),
         copy_ownership=_bool(env, "ELT_COPY_OWNERSHIP"),
         log_level=_choice(env, "ELT_LOG_LEVEL", tuple(x.lower() for x in _LOG_LEVELS)).upper(),
+        jobs=_jobs(env, len(os.sched_getaffinity(0))),
+        parallel_min_mb=_float(env, "ELT_PARALLEL_MIN_MB", minimum=0, unit="MB"),
+        progress_seconds=_float(env, "ELT_PROGRESS_SECONDS", minimum=0.1),
     )

@@ -14,6 +14,8 @@ import signal
 import sys
 from types import FrameType
 
+from progress import mb_per_second
+
 import pipeline
 from config import Settings, load_settings
 from errors import EltError, Interrupted
@@ -86,6 +88,7 @@ def main() -> int:
                 "validation": settings.validation.value,
                 "copy_ownership": settings.copy_ownership,
                 "wait_retries": settings.wait_retries,
+                "jobs": settings.jobs,
             },
         )
         summary = pipeline.run(settings, logger)
@@ -115,7 +118,12 @@ def main() -> int:
             "schemas": summary.schemas,
             "tables": summary.tables,
             "rows": summary.rows,
+            "bytes": summary.bytes,
             "duration_seconds": round(summary.seconds, 3),
+            "mb_per_second": None
+            if summary.bytes is None
+            else mb_per_second(summary.bytes, summary.seconds),
+            "copy_path": summary.copy_path,
         },
     )
     return 0

@@ -17,12 +17,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import parallel_copy
 import psycopg
+from progress import CopyScanner, Progress, mb_per_second
 
 from config import Settings, ValidationLevel, same_database_error
 from connect import connect, log_connected, wait_for_postgres
 from errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
-from extract import SourceSnapshot, pg_dump_argv
+from extract import SourceSnapshot, pg_dump_argv, read_sql
 from load import pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
 from validate import (
@@ -55,6 +57,8 @@ class RunSummary:
     tables: int | None
     rows: int | None
     seconds: float
+    copy_path: str  # "parallel" or "streamed"
+    bytes: int | None = None  # COPY data streamed (the parallel path counts it)
 
 
 def _wait_and_login(settings: Settings, logger: logging.Logger) -> None:
@@ -116,9 +120,23 @@ def _failure(results: list[StageResult]) -> ExtractError | LoadError | None:
     return None
 
 
-def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: logging.Logger) -> None:
-    """Stream the snapshot into the destination in one transaction."""
+def copy(
+    settings: Settings,
+    schemas: list[str],
+    snapshot_id: str,
+    logger: logging.Logger,
+    *,
+    table_sizes: dict[str, int],
+) -> parallel_copy.CopyStats:
+    """Stream the snapshot into the destination in one transaction.
+
+    `table_sizes` ("schema.table": bytes on the source's disk) is for the
+    progress estimate only.
+    """
     timeout = settings.connect_timeout_seconds
+    progress = Progress(
+        logger, len(table_sizes), sum(table_sizes.values()), settings.progress_seconds
+    )
     stages = [
         Stage(
             "pg_dump",
@@ -134,6 +152,7 @@ def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: loggi
             "psql",
             psql_load_argv(settings.destination, schemas),
             child_env(settings.destination, timeout),
+            observe=CopyScanner(progress, table_sizes).feed,
         ),
     ]
 
@@ -148,8 +167,12 @@ def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: loggi
         "Starting data extraction from source database",
         extra={"schemas": schemas, "snapshot": snapshot_id},
     )
-    with Pipeline(stages) as pipeline:
-        results = pipeline.wait(on_exit)
+    progress.start()
+    try:
+        with Pipeline(stages) as pipeline:
+            results = pipeline.wait(on_exit)
+    finally:
+        progress.stop()
     failure = _failure(results)
     if failure is not None:
         raise failure
@@ -159,10 +182,19 @@ def copy(settings: Settings, schemas: list[str], snapshot_id: str, logger: loggi
                 "Tool reported warnings",
                 extra={"tool": result.name, "stderr_tail": result.stderr_tail},
             )
+    seconds = max(r.seconds for r in results)
+    progress.finish()
     logger.info(
         "Data load completed successfully",
-        extra={"duration_seconds": round(max(r.seconds for r in results), 3)},
+        extra={
+            "duration_seconds": round(seconds, 3),
+            "tables": progress.tables_done,
+            "rows": progress.rows,
+            "bytes": progress.bytes,
+            "mb_per_second": mb_per_second(progress.bytes, seconds),
+        },
     )
+    return parallel_copy.CopyStats(progress.tables_done, progress.rows, progress.bytes, seconds)
 
 
 def _validation_error(side: str, exc: BaseException) -> ValidationFailed:
@@ -180,13 +212,18 @@ def _measure(
     snapshot: SourceSnapshot,
     schemas: list[str],
     level: ValidationLevel,
+    copied: parallel_copy.CopyStats | None,
 ) -> tuple[Figures, dict[str, int | None], Figures]:
     """Both sides' figures, computed at once: the source in its snapshot, in a thread.
 
-    They run after the copy rather than during it: on two cores, hashing the
-    source while pg_dump streams it slowed the copy by more than it saved
-    (measured with tests/benchmark/bench.py).
+    After the streamed copy, everything is measured here: on two cores, hashing
+    the source while pg_dump streams it slowed the copy by more than it saved
+    (measured with tests/benchmark/bench.py). The parallel copy measured its
+    tables while it ran; only the rest (materialized views, sequences, and
+    anything it could not vouch for) is measured here.
     """
+    known_source = copied.source_figures if copied else {}
+    known_destination = copied.destination_figures if copied else {}
     stop = threading.Event()
     try:
         destination = connect(settings.destination, settings)
@@ -197,8 +234,15 @@ def _measure(
 
     def source_side() -> tuple[Figures, dict[str, int | None]]:
         figures = collect(
-            snapshot.conn, schemas, level, stop, record_hash=record_hash, recompute_matviews=True
+            snapshot.conn,
+            schemas,
+            level,
+            stop,
+            record_hash=record_hash,
+            recompute_matviews=True,
+            skip=frozenset(known_source),
         )
+        figures.tables.update(known_source)
         return figures, sequence_values(snapshot.conn, schemas)
 
     with destination, ThreadPoolExecutor(1) as executor:
@@ -206,7 +250,14 @@ def _measure(
         try:
             try:
                 prepare_session(destination)
-                destination_figures = collect(destination, schemas, level, record_hash=record_hash)
+                destination_figures = collect(
+                    destination,
+                    schemas,
+                    level,
+                    record_hash=record_hash,
+                    skip=frozenset(known_destination),
+                )
+                destination_figures.tables.update(known_destination)
                 destination.rollback()  # read-only work; end the transaction before closing
             except psycopg.Error as exc:
                 raise _validation_error("destination", exc) from None
@@ -243,11 +294,25 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                 hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
                 stderr_tail=message_lines(exc),
             ) from None
-        copy(settings, schemas, snapshot.snapshot_id, logger)
+        copied = _copy_in_parallel(settings, snapshot, schemas, logger)
+        path = "streamed" if copied is None else "parallel"
+        if copied is None:
+            streamed = copy(
+                settings,
+                schemas,
+                snapshot.snapshot_id,
+                logger,
+                table_sizes=_source_sizes(snapshot, schemas),
+            )
+        stats = streamed if copied is None else copied
         if level is ValidationLevel.OFF:
             logger.info("Validation skipped", extra={"validation_level": level.value})
-            return RunSummary(schemas, None, None, time.monotonic() - started)
-        source_figures, after, destination_figures = _measure(settings, snapshot, schemas, level)
+            return RunSummary(
+                schemas, stats.tables, stats.rows, time.monotonic() - started, path, stats.bytes
+            )
+        source_figures, after, destination_figures = _measure(
+            settings, snapshot, schemas, level, copied
+        )
 
     checks = compare_tables(source_figures, destination_figures)
     bad_sequences = (
@@ -257,4 +322,65 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     )
     report(logger, checks, bad_sequences, level)
     rows = sum(c.source_rows or 0 for c in checks)
-    return RunSummary(schemas, len(checks), rows, time.monotonic() - started)
+    return RunSummary(schemas, len(checks), rows, time.monotonic() - started, path, stats.bytes)
+
+
+def _source_sizes(snapshot: SourceSnapshot, schemas: list[str]) -> dict[str, int]:
+    """Each table's size on the source's disk, for the progress estimate."""
+    try:
+        rows = snapshot.conn.execute(
+            read_sql("source_table_sizes.sql"), {"schemas": schemas}
+        ).fetchall()
+    except psycopg.Error as exc:
+        raise ExtractError(
+            "Reading the source's table list failed",
+            hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
+            stderr_tail=message_lines(exc),
+        ) from None
+    return {str(name): max(int(str(size)), 0) for name, size in rows}
+
+
+def _copy_in_parallel(
+    settings: Settings, snapshot: SourceSnapshot, schemas: list[str], logger: logging.Logger
+) -> parallel_copy.CopyStats | None:
+    """The parallel copy when it pays off and the source allows it; None: stream instead."""
+    if settings.jobs < 2:
+        return None
+    try:
+        # pg_database_size reads the directory and takes no lock, so a locked
+        # source table cannot hold up this decision.
+        row = snapshot.conn.execute("SELECT pg_catalog.pg_database_size(current_database())")
+        size_mb = int(str(row.fetchone()[0])) / 1_000_000  # type: ignore[index]
+        if size_mb < settings.parallel_min_mb:
+            logger.info(
+                "Parallel copy not used",
+                extra={
+                    "reason": f"the source database ({size_mb:.1f} MB) is smaller than "
+                    f"ELT_PARALLEL_MIN_MB ({settings.parallel_min_mb:g}); one stream is faster"
+                },
+            )
+            return None
+        if settings.validation is ValidationLevel.OFF:
+            # What pg_dump does first: ACCESS SHARE on every table, so that a
+            # TRUNCATE (not MVCC-safe) cannot empty a table under the snapshot.
+            # With validation on, the snapshot holds these locks already.
+            snapshot.lock_tables(list_tables(snapshot.conn, schemas))
+        tables = parallel_copy.source_tables(snapshot.conn, schemas)
+    except psycopg.Error as exc:
+        raise ExtractError(
+            "Reading the source's table list failed",
+            hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
+            stderr_tail=message_lines(exc),
+        ) from None
+    try:
+        return parallel_copy.copy(
+            settings,
+            snapshot=snapshot.conn,
+            snapshot_id=snapshot.snapshot_id,
+            schemas=schemas,
+            tables=tables,
+            logger=logger,
+        )
+    except parallel_copy.NotEligible as why:
+        logger.info("Parallel copy not used", extra={"reason": str(why)})
+        return None

@@ -75,7 +75,7 @@ def connection_args(db: DatabaseSettings) -> list[str]:
     return ["-h", db.host, "-p", str(db.port), "-U", db.user, "-d", db.dbname]
 
 
-class _StderrTail(threading.Thread):
+class OutputTail(threading.Thread):
     """Drains a child's stderr so it never blocks, keeping the first error and the last lines.
 
     The first error line is kept apart because it is the cause; what follows it
@@ -109,11 +109,40 @@ class _StderrTail(threading.Thread):
 
 @dataclass(frozen=True)
 class Stage:
-    """One process of a pipeline: `name` is how logs and errors refer to it."""
+    """One process of a pipeline: `name` is how logs and errors refer to it.
+
+    `observe`, if set, sees every chunk on its way into this stage's stdin
+    (the previous stage's output is then relayed by a thread of the job
+    instead of a direct pipe). It is for progress only: if it raises, it is
+    dropped and the bytes keep flowing.
+    """
 
     name: str
     argv: Sequence[str]
     env: Mapping[str, str]
+    observe: Callable[[bytes], None] | None = None
+
+
+RELAY_CHUNK = 1 << 20
+
+
+def _relay(source: IO[bytes], sink_fd: int, observe: Callable[[bytes], None] | None) -> None:
+    """Copy source to sink_fd until EOF, or until the reader is gone (EPIPE)."""
+    try:
+        while chunk := os.read(source.fileno(), RELAY_CHUNK):
+            if observe is not None:
+                try:
+                    observe(chunk)
+                except Exception:
+                    observe = None
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(sink_fd, view) :]
+    except BrokenPipeError:
+        pass  # the next stage exited: its exit code says why
+    finally:
+        source.close()
+        os.close(sink_fd)
 
 
 @dataclass
@@ -141,7 +170,8 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._tails: list[_StderrTail] = []
+        self._tails: list[OutputTail] = []
+        self._relays: list[threading.Thread] = []
         self._started = 0.0
 
     def __enter__(self) -> Pipeline:
@@ -159,26 +189,43 @@ class Pipeline:
         upstream: IO[bytes] | None = None
         for index, stage in enumerate(self.stages):
             last = index == len(self.stages) - 1
+            relay_from, stdin = None, upstream
+            if stage.observe is not None and upstream is not None:
+                relay_from = upstream
+                read_fd, write_fd = os.pipe()
+                stdin = os.fdopen(read_fd, "rb")
             try:
                 proc = subprocess.Popen(
                     list(stage.argv),
-                    stdin=upstream if upstream is not None else subprocess.DEVNULL,
+                    stdin=stdin if stdin is not None else subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL if last else subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     env=dict(stage.env),
                 )
             except FileNotFoundError:
+                if relay_from is not None:
+                    assert stdin is not None
+                    stdin.close()
+                    os.close(write_fd)
                 raise SettingsError(
                     f"{stage.argv[0]} was not found on PATH",
                     hint="Install the PostgreSQL client tools (Debian: postgresql-client-17), "
                     "of the destination's major version, or put them on PATH.",
                     tool=stage.argv[0],
                 ) from None
-            if upstream is not None:
+            if relay_from is not None:
+                assert stdin is not None
+                stdin.close()  # the child has its own copy of the read end
+                relay = threading.Thread(
+                    target=_relay, args=(relay_from, write_fd, stage.observe), daemon=True
+                )
+                relay.start()
+                self._relays.append(relay)
+            elif upstream is not None:
                 upstream.close()  # see the module docstring: the parent must not hold it
             upstream = proc.stdout
             assert proc.stderr is not None
-            tail = _StderrTail(proc.stderr)
+            tail = OutputTail(proc.stderr)
             tail.start()
             self._procs.append(proc)
             self._tails.append(tail)
@@ -207,6 +254,8 @@ class Pipeline:
                     self.terminate()
             if len(results) < len(self._procs):
                 time.sleep(self.POLL_SECONDS)
+        for relay in self._relays:
+            relay.join()
         return [results[i] for i in range(len(self._procs))]
 
     def terminate(self) -> None:
@@ -221,6 +270,8 @@ class Pipeline:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for relay in self._relays:  # both its ends are gone now: it ends at once
+            relay.join()
 
 
 def run_tool(stage: Stage) -> StageResult:

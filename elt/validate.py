@@ -97,6 +97,50 @@ def row_hash(
     return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(fields))
 
 
+def list_relations(conn: Connection, schemas: Sequence[str]) -> list[tuple[object, ...]]:
+    """validation_tables.sql: every table and materialized view, with its hash plan."""
+    return conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)}).fetchall()
+
+
+def measure(
+    conn: Connection,
+    relation: sql.Composable,
+    listed: Sequence[object],
+    level: ValidationLevel,
+    *,
+    record_hash: bool,
+) -> TableFigures:
+    """Count and (at `full`) digest one relation: a table, or a parenthesized query.
+
+    `listed` is its validation_tables.sql row, read on the same side.
+    """
+    _, _, populated, _, columns, exact_hash = listed
+    if not populated:
+        return TableFigures(None, None, 0.0)
+    started = time.monotonic()
+    if level is ValidationLevel.FULL:
+        hash_expr = row_hash(
+            [str(c) for c in columns],  # type: ignore[attr-defined]
+            [bool(e) for e in exact_hash],  # type: ignore[attr-defined]
+            record_hash=record_hash,
+        )
+        query = sql.SQL(read_sql("table_digest.sql")).format(table=relation, row_hash=hash_expr)
+    else:
+        query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table} AS t").format(table=relation)
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return TableFigures(
+        rows=int(str(row[0])),
+        digest=None if row[1] is None else str(row[1]),
+        seconds=time.monotonic() - started,
+    )
+
+
+def table_key(schema: str, name: str) -> str:
+    """How figures are keyed: the quoted, schema-qualified name."""
+    return sql.Identifier(schema, name).as_string(None)
+
+
 def collect(
     conn: Connection,
     schemas: Sequence[str],
@@ -105,6 +149,7 @@ def collect(
     *,
     record_hash: bool = False,
     recompute_matviews: bool = False,
+    skip: frozenset[str] = frozenset(),
 ) -> Figures:
     """Compute one side's figures. The caller has run prepare_session() on `conn`.
 
@@ -112,40 +157,21 @@ def collect(
     says it is exact (see row_hash); pass the same value on both sides. `recompute_matviews` (the
     source side) measures each populated materialized view's defining query
     instead of its stored rows: that is what the destination's refresh stored.
+    Relations whose key is in `skip` were measured already (the parallel copy
+    measures tables while it runs) and are left out.
     """
-    digest_sql = read_sql("table_digest.sql")
     tables: dict[str, TableFigures] = {}
-    listed = conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)}).fetchall()
-    for schema, name, populated, matview_query, columns, exact_hash in listed:
+    for listed in list_relations(conn, schemas):
+        schema, name, _, matview_query = (str(v) for v in listed[:4])
+        key = table_key(schema, name)
+        if key in skip:
+            continue
         if stop is not None and stop.is_set():
             raise Stopped
-        ident = sql.Identifier(str(schema), str(name))
-        key = ident.as_string(conn)
-        started = time.monotonic()
-        if not populated:
-            tables[key] = TableFigures(None, None, 0.0)
-            continue
-        relation: sql.Composable = ident
-        if recompute_matviews and matview_query is not None:
-            relation = sql.SQL("({})").format(sql.SQL(str(matview_query)))
-        if level is ValidationLevel.FULL:
-            hash_expr = row_hash(
-                [str(c) for c in columns],  # type: ignore[attr-defined]
-                [bool(e) for e in exact_hash],  # type: ignore[attr-defined]
-                record_hash=record_hash,
-            )
-            query = sql.SQL(digest_sql).format(table=relation, row_hash=hash_expr)
-        else:
-            query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table} AS t").format(
-                table=relation
-            )
-        row = conn.execute(query).fetchone()
-        assert row is not None
-        tables[key] = TableFigures(
-            rows=int(str(row[0])),
-            digest=None if row[1] is None else str(row[1]),
-            seconds=time.monotonic() - started,
-        )
+        relation: sql.Composable = sql.Identifier(schema, name)
+        if recompute_matviews and listed[3] is not None:
+            relation = sql.SQL("({})").format(sql.SQL(matview_query))
+        tables[key] = measure(conn, relation, listed, level, record_hash=record_hash)
     sequences = sequence_values(conn, schemas) if level is ValidationLevel.FULL else {}
     return Figures(tables, sequences)
 

@@ -56,6 +56,29 @@ def test_values_are_parsed() -> None:
     assert settings.log_level == "DEBUG"
 
 
+@pytest.mark.parametrize(
+    ("value", "cpus", "jobs"),
+    [
+        ("auto", 1, 2),
+        ("auto", 2, 2),
+        ("auto", 6, 6),
+        ("auto", 64, 8),
+        ("AUTO", 4, 4),
+        ("1", 8, 1),
+        ("12", 2, 12),
+    ],
+)
+def test_jobs_setting(value: str, cpus: int, jobs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cpus)))
+    assert load_settings({**BASE, "ELT_JOBS": value}).jobs == jobs
+
+
+def test_parallel_settings_are_parsed() -> None:
+    settings = load_settings({**BASE, "ELT_PARALLEL_MIN_MB": "0.5", "ELT_PROGRESS_SECONDS": "2"})
+    assert (settings.parallel_min_mb, settings.progress_seconds) == (0.5, 2.0)
+    assert load_settings(BASE).parallel_min_mb == 64.0
+
+
 def test_empty_password_means_no_password() -> None:
     settings = load_settings({**BASE, "SOURCE_POSTGRES_PASSWORD": ""})
     assert settings.source.password is None
@@ -80,6 +103,13 @@ BAD_VALUES = [
     ("ELT_VALIDATION", "maybe", "off, counts, full"),
     ("ELT_COPY_OWNERSHIP", "sometimes", "one of"),
     ("ELT_LOG_LEVEL", "loud", "one of"),
+    ("ELT_JOBS", "0", "auto or a whole number"),
+    ("ELT_JOBS", "65", "auto or a whole number"),
+    ("ELT_JOBS", "-2", "auto or a whole number"),
+    ("ELT_JOBS", "many", "auto or a whole number"),
+    ("ELT_PARALLEL_MIN_MB", "-1", "MB"),
+    ("ELT_PARALLEL_MIN_MB", "lots", "MB"),
+    ("ELT_PROGRESS_SECONDS", "0", "seconds"),
 ]
 
 

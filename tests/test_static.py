@@ -483,6 +483,9 @@ ENV_EXAMPLE_EXPECTED = {
     "ELT_VALIDATION": "full",
     "ELT_COPY_OWNERSHIP": "false",
     "ELT_LOG_LEVEL": "INFO",
+    "ELT_JOBS": "auto",
+    "ELT_PARALLEL_MIN_MB": "64",
+    "ELT_PROGRESS_SECONDS": "5",
 }
 
 

@@ -14,8 +14,15 @@ import threading
 import pytest
 
 from config import ValidationLevel
-from conftest import REPO, SCRIPT, SEED_COUNTS, Databases, PgServer, run_elt
+from conftest import REPO, SCRIPT, SEED_COUNTS, Databases, PgServer, both_paths, run_elt
 from validate import collect, prepare_session
+
+
+@pytest.fixture(params=["streamed", "parallel"])
+def dbs(request: pytest.FixtureRequest, dbs: Databases) -> Databases:
+    """Every test here runs on both copy paths (issue #4)."""
+    return both_paths(request, dbs)
+
 
 # A destination "saboteur": an event trigger (which survives DROP SCHEMA of the
 # copied schemas) that attaches a row trigger to public.users whenever the
@@ -37,6 +44,23 @@ CREATE EVENT TRIGGER attach_saboteur ON ddl_command_end WHEN TAG IN ('CREATE TAB
 """
 DROP_ONE_ROW = "IF NEW.id = 3 THEN RETURN NULL; END IF;"
 CHANGE_ONE_VALUE = "IF NEW.id = 3 THEN NEW.email := upper(NEW.email); END IF;"
+# The parallel copy creates its tables under staging names, so the saboteur
+# above never fires there. This one acts where the parallel path is most
+# exposed instead: inside the swap, after the tables were measured (ALTER
+# SCHEMA ... RENAME runs it). Same effect on the same row.
+SWAP_SABOTEUR = """
+CREATE SCHEMA saboteur;
+CREATE FUNCTION saboteur.tamper() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_catalog.to_regclass('public.users') IS NOT NULL THEN {body} END IF;
+END $$;
+CREATE EVENT TRIGGER tamper_on_swap ON ddl_command_end WHEN TAG IN ('ALTER SCHEMA')
+    EXECUTE FUNCTION saboteur.tamper();
+"""
+SWAP_BODIES = {
+    DROP_ONE_ROW: "DELETE FROM public.users WHERE id = 3;",
+    CHANGE_ONE_VALUE: "UPDATE public.users SET email = upper(email) WHERE id = 3;",
+}
 
 
 def test_clean_round_trip_validates_every_table(dbs: Databases) -> None:
@@ -72,7 +96,10 @@ SABOTAGE = [
 def test_silent_changes_on_load_are_caught(
     dbs: Databases, body: str, level: str, exit_code: int
 ) -> None:
-    dbs.destination.execute("destination_db", SABOTEUR.format(body=body))
+    if dbs.path == "parallel":
+        dbs.destination.execute("destination_db", SWAP_SABOTEUR.format(body=SWAP_BODIES[body]))
+    else:
+        dbs.destination.execute("destination_db", SABOTEUR.format(body=body))
 
     run = run_elt(dbs.env(ELT_VALIDATION=level))
 

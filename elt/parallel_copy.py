@@ -1,0 +1,1369 @@
+"""Parallel copy: table streams at once into staging schemas, swapped in at the end.
+
+PostgreSQL cannot share one transaction between sessions, so parallel
+sessions cannot load the destination atomically by themselves. Instead:
+
+1. plan     The source schema (pg_dump --schema-only, in the snapshot) is
+            restored into a scratch database on the destination server, its
+            schemas are renamed to staging names (elt_staging_N), and it is
+            dumped again. pg_dump itself thereby writes every definition
+            (defaults, views, constraints) for the staging names; nothing is
+            rewritten by us. The scratch database is dropped.
+2. stage    The staging schemas are created in the destination (pre-data, one
+            transaction). The real schemas are not touched.
+3. copy     ELT_JOBS workers: each table's rows go by `COPY ... TO STDOUT` in
+            the exported snapshot straight into `COPY ... FROM STDIN`, largest
+            table first; each table's indexes and constraints are built as soon
+            as its rows are in, while other tables still copy. The rest of the
+            post-data (triggers, rules, ACLs, ...), sequence values and
+            materialized view refreshes follow.
+4. swap     One transaction on the coordinator session drops the destination's
+            copies of the source schemas and renames the staging schemas into
+            their place (elt/sql/replace_schemas.sql), then commits
+            synchronously: the workers' commits (synchronous_commit=off) are
+            flushed with it, so success is never reported before the data is
+            durable.
+
+A failure anywhere before the swap commits drops the staging schemas; the
+destination's real schemas were never touched. A run killed outright leaves
+elt_staging_* schemas behind, which the next run removes first. One session
+lock (the same key the streamed path takes) keeps two runs apart throughout.
+
+Sources that this path does not handle (extensions, large objects, event
+triggers, publications, casts, ...) raise NotEligible before the destination
+is changed, and the job uses the streamed path instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from progress import Progress, mb_per_second
+from psycopg import sql
+
+from config import DatabaseSettings, Settings, ValidationLevel
+from connect import connect
+from errors import EltError, ExtractError, LoadError, ValidationFailed, message_lines
+from extract import read_sql
+from processes import OutputTail, child_env, connection_args
+from validate import (
+    RECORD_HASH_MIN_VERSION,
+    TableFigures,
+    list_relations,
+    measure,
+    prepare_session,
+    table_key,
+)
+
+Connection = psycopg.Connection[tuple[object, ...]]
+
+STAGING_PREFIX = "elt_staging_"
+LOCK_KEY = 4541524  # the key elt/sql/replace_schemas.sql takes: "ELT"
+BUSY_MARKER = "another ELT run is loading this destination"
+FIRST_USER_OID = 16384  # FirstNormalObjectId
+
+# TOC entry types the staged path knows how to place. Anything else in the
+# source's schema (EXTENSION, EVENT TRIGGER, PUBLICATION, CAST, DEFAULT ACL,
+# FOREIGN TABLE, SERVER, ...) is database-wide or reaches outside the copied
+# schemas, so it cannot wait in a staging schema: the streamed path copies it.
+STAGEABLE = frozenset(
+    {
+        "ACL",
+        "AGGREGATE",
+        "CHECK CONSTRAINT",
+        "COLLATION",
+        "COMMENT",
+        "CONSTRAINT",
+        "CONVERSION",
+        "DEFAULT",
+        "DOMAIN",
+        "FK CONSTRAINT",
+        "FUNCTION",
+        "INDEX",
+        "INDEX ATTACH",
+        "MATERIALIZED VIEW",
+        "OPERATOR",
+        "OPERATOR CLASS",
+        "OPERATOR FAMILY",
+        "POLICY",
+        "PROCEDURE",
+        "ROW SECURITY",
+        "RULE",
+        "SCHEMA",
+        "SEQUENCE",
+        "SEQUENCE OWNED BY",
+        "SHELL TYPE",
+        "STATISTICS",
+        "TABLE",
+        "TABLE ATTACH",
+        "TEXT SEARCH CONFIGURATION",
+        "TEXT SEARCH DICTIONARY",
+        "TRIGGER",
+        "TYPE",
+        "VIEW",
+    }
+)
+# Longest first, so that "FK CONSTRAINT" is not read as "FK" + ..., nor
+# "SEQUENCE OWNED BY" as "SEQUENCE".
+_KNOWN_TYPES = sorted(
+    STAGEABLE
+    | {
+        "ACCESS METHOD",
+        "BLOB",
+        "BLOBS",
+        "CAST",
+        "DATABASE",
+        "DATABASE PROPERTIES",
+        "DEFAULT ACL",
+        "ENCODING",
+        "EVENT TRIGGER",
+        "EXTENSION",
+        "FOREIGN DATA WRAPPER",
+        "FOREIGN SERVER",
+        "FOREIGN TABLE",
+        "LARGE OBJECT",
+        "PROCEDURAL LANGUAGE",
+        "PUBLICATION",
+        "PUBLICATION TABLE",
+        "PUBLICATION TABLES IN SCHEMA",
+        "SEARCHPATH",
+        "SERVER",
+        "STDSTRINGS",
+        "SUBSCRIPTION",
+        "TEXT SEARCH PARSER",
+        "TEXT SEARCH TEMPLATE",
+        "TRANSFORM",
+        "USER MAPPING",
+    },
+    key=len,
+    reverse=True,
+)
+PSQL_FLAGS = ("-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1")
+ROWS_MARKER = "elt_rows="
+# Stands for the pipe that carries a TOC list to pg_restore (see _run).
+LIST_FILE = "/dev/fd/{list}"
+_TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+_SET_ENCODING = "SELECT pg_catalog.set_config('client_encoding', %s, false)"
+_SLOW_METHODS = frozenset({"gin", "gist", "spgist", "brin"})
+
+
+class NotEligible(Exception):
+    """The source needs the streamed path; nothing in the destination was changed."""
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    dump_id: int
+    oid: int
+    kind: str
+    line: str
+
+
+def parse_toc(listing: str) -> list[TocEntry]:
+    """The entries of `pg_restore -l` output, with their type (kind); '?' when unknown."""
+    entries = []
+    for line in listing.splitlines():
+        match = _TOC_LINE.match(line)
+        if match is None:
+            continue  # the header and comments start with ';'
+        rest = match.group(4)
+        kind = next((t for t in _KNOWN_TYPES if rest.startswith(t + " ")), "?")
+        entries.append(TocEntry(int(match.group(1)), int(match.group(3)), kind, line))
+    return entries
+
+
+def staging_names(schemas: Sequence[str]) -> dict[str, str]:
+    return {schema: f"{STAGING_PREFIX}{i}" for i, schema in enumerate(schemas)}
+
+
+def scratch_database_name(destination_oid: int) -> str:
+    """Per destination database, so that the session lock also guards it."""
+    return f"elt_scratch_{destination_oid}"
+
+
+# --- argument lists (pure: tests assert them) ---------------------------------
+
+
+def schema_dump_argv(
+    db: DatabaseSettings, snapshot: str | None, schemas: Sequence[str]
+) -> list[str]:
+    """pg_dump of the definitions only, as a custom-format archive on stdout."""
+    argv = [
+        "pg_dump",
+        *connection_args(db),
+        "--no-password",
+        "--format=custom",
+        "--schema-only",
+        "--no-subscriptions",
+        "--no-security-labels",
+    ]
+    if snapshot is not None:
+        argv.append(f"--snapshot={snapshot}")
+    # Exact names, quoted: a pattern would also match other schemas.
+    for schema in schemas:
+        argv += ["--schema", '"' + schema.replace('"', '""') + '"']
+    return argv
+
+
+def schema_restore_argv(
+    db: DatabaseSettings,
+    dbname: str,
+    *,
+    copy_ownership: bool,
+    section: str | None = None,
+    use_list: bool = False,
+) -> list[str]:
+    """pg_restore of an archive read from stdin, straight into `dbname`, in one transaction."""
+    conn = connection_args(db)
+    conn[conn.index("-d") + 1] = dbname
+    argv = [
+        "pg_restore",
+        *conn,
+        "--no-password",
+        "--format=custom",
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-tablespaces",
+    ]
+    if section is not None:
+        argv.append(f"--section={section}")
+    if use_list:
+        argv.append(f"--use-list={LIST_FILE}")
+    if not copy_ownership:
+        argv += ["--no-owner", "--no-privileges"]
+    return argv
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def copy_out_argv(db: DatabaseSettings, snapshot_id: str, table: CopyTable) -> list[str]:
+    """psql writing one table's rows, as the exported snapshot saw them, to stdout."""
+    return [
+        "psql",
+        *PSQL_FLAGS,
+        *connection_args(db),
+        "-c",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        "-c",
+        "SET TRANSACTION SNAPSHOT '" + snapshot_id.replace("'", "''") + "'",
+        "-c",
+        f"COPY {quote_ident(table.schema)}.{quote_ident(table.name)} ({table.column_list}) "
+        f"TO STDOUT (FORMAT {table.format})",
+        "-c",
+        "COMMIT",
+    ]
+
+
+def copy_in_argv(db: DatabaseSettings, staging_schema: str, table: CopyTable) -> list[str]:
+    """psql loading stdin into the staging table, then printing the row count.
+
+    TRUNCATE makes the table new in this transaction, which COPY FREEZE needs:
+    the rows are then written already frozen and all-visible, so the index
+    builds, foreign key checks and validation that scan them next skip the
+    visibility checks and hint-bit writes of ordinary fresh rows.
+    """
+    target = f"{quote_ident(staging_schema)}.{quote_ident(table.name)}"
+    return [
+        "psql",
+        *PSQL_FLAGS,
+        *connection_args(db),
+        "-c",
+        "BEGIN",
+        "-c",
+        f"TRUNCATE {target}",
+        "-c",
+        f"COPY {target} ({table.column_list}) FROM STDIN (FORMAT {table.format}, FREEZE)",
+        "-c",
+        f"\\echo {ROWS_MARKER}:ROW_COUNT",
+        "-c",
+        "COMMIT",
+    ]
+
+
+def copy_session_options(server_version: int, *, destination: bool) -> str:
+    """PGOPTIONS for the COPY sessions: the settings of elt/sql/copy_session.sql and
+    elt/sql/no_timeouts.sql, which psql -c cannot run quietly.
+
+    synchronous_commit=off on the destination: the swap's synchronous commit
+    flushes the WAL of every commit before it (see the module docstring).
+    """
+    options = [
+        "DateStyle=ISO",
+        "IntervalStyle=postgres",
+        "extra_float_digits=3",
+        "row_security=off",
+        "statement_timeout=0",
+        "lock_timeout=0",
+        "idle_in_transaction_session_timeout=0",
+    ]
+    if server_version >= 170000:
+        options.append("transaction_timeout=0")
+    if destination:
+        options.append("synchronous_commit=off")
+    return " ".join(f"-c {o}" for o in options)
+
+
+def entry_sql_argv(*, copy_ownership: bool) -> list[str]:
+    """pg_restore printing the SQL of the entries in the TOC list it is given."""
+    argv = ["pg_restore", "--format=custom", f"--use-list={LIST_FILE}", "--file=-"]
+    if not copy_ownership:
+        argv += ["--no-owner", "--no-privileges"]
+    return argv
+
+
+def _run(argv: list[str], env: dict[str, str], stdin: bytes, listing: str | None = None) -> bytes:
+    """Run one tool on in-memory input; the TOC list, if any, goes through a pipe on fd 3.
+
+    Nothing touches the disk. Raises _ToolFailed with the stderr tail.
+    """
+    read_fd = write_fd = -1
+    if listing is not None:
+        read_fd, write_fd = os.pipe()
+        argv = [a.replace(LIST_FILE, f"/dev/fd/{read_fd}") for a in argv]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            pass_fds=(read_fd,) if listing is not None else (),
+        )
+    except FileNotFoundError:
+        raise LoadError(
+            f"{argv[0]} was not found on PATH",
+            hint="Install the PostgreSQL client tools of the destination's major version.",
+        ) from None
+    try:
+        if listing is not None:
+            os.close(read_fd)
+            read_fd = -1
+            # A TOC list is small (one line per object): it fits the pipe buffer
+            # for all but huge schemas, and a writer thread covers those.
+            writer = threading.Thread(target=_write_all, args=(write_fd, listing.encode()))
+            writer.start()
+            write_fd = -1
+        out, err = proc.communicate(stdin)
+        if listing is not None:
+            writer.join()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+    if proc.returncode != 0:
+        raise _ToolFailed(
+            argv[0], proc.returncode, err.decode("utf-8", "replace").splitlines()[-20:]
+        )
+    return out
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as pipe:
+        pipe.write(data)
+
+
+class _ToolFailed(Exception):
+    def __init__(self, tool: str, returncode: int, stderr_tail: list[str]) -> None:
+        super().__init__(f"{tool} exited with {returncode}")
+        self.tool = tool
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+# --- the plan -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CopyTable:
+    schema: str  # in the source (and, after the swap, in the destination)
+    name: str
+    size: int
+    columns: tuple[str, ...]
+    binary: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def column_list(self) -> str:
+        return ", ".join(quote_ident(c) for c in self.columns)
+
+    @property
+    def format(self) -> str:
+        return "binary" if self.binary else "text"
+
+
+@dataclass
+class Task:
+    key: str
+    # rows: copy the table's rows; build: restore `entry` (index, key);
+    # check_source / check_destination: the table's validation figures.
+    kind: str
+    table: CopyTable
+    entry: TocEntry | None = None  # what a "build" task restores
+    deps: set[str] = field(default_factory=set)
+    rank: tuple[int, ...] = ()
+    # Tables this task locks: True = a lock that conflicts with every other task
+    # on that table (ALTER TABLE ... ADD CONSTRAINT), False = one that only
+    # conflicts with those (CREATE INDEX's SHARE lock). Without this, a primary
+    # key would sit waiting for a 10-second GIN build on the same table,
+    # holding up its worker (pg_restore -j avoids the same conflict).
+    locks: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    archive: bytes  # the staging schema-only archive (definitions, no rows)
+    entries: list[TocEntry]
+    staged: dict[str, str]  # source schema -> staging schema
+    tables: list[CopyTable]
+    tasks: list[Task]
+    remainder: list[TocEntry]  # post-data entries restored after all tasks
+    sequences: list[tuple[str, str, int, bool]]  # staging schema, name, value, is_called
+    matviews: list[tuple[str, str]]  # staging names, refresh order
+    encoding: str  # the source database's: text-format COPY data travels in it
+    source_version: int
+    destination_version: int
+    validation: ValidationLevel = ValidationLevel.OFF
+    record_hash: bool = False
+    # validation_tables.sql rows by (source schema, table), per side
+    source_listed: dict[tuple[str, str], tuple[object, ...]] = field(default_factory=dict)
+    destination_listed: dict[tuple[str, str], tuple[object, ...]] = field(default_factory=dict)
+    # figures measured while copying, keyed like validate.collect's
+    source_figures: dict[str, TableFigures] = field(default_factory=dict)
+    destination_figures: dict[str, TableFigures] = field(default_factory=dict)
+
+    def staged_ident(self, table: CopyTable) -> sql.Identifier:
+        return sql.Identifier(self.staged[table.schema], table.name)
+
+
+def _copy_key(table: CopyTable) -> str:
+    return f"rows:{table.schema}.{table.name}"
+
+
+def build_tasks(
+    tables: list[CopyTable],
+    post_data: list[TocEntry],
+    catalog: dict[tuple[str, int], tuple[object, ...]],
+    staged: dict[str, str],
+) -> tuple[list[Task], list[TocEntry]]:
+    """Split post-data into per-table tasks (indexes, keys) and the rest.
+
+    An index or constraint on a copied table is built by a worker as soon as
+    its table's rows are in; a foreign key also waits for the referenced
+    table and the unique index it points at. Anything else (and anything on a
+    partitioned parent or a materialized view) is left for the single
+    post-data pass after all tasks, in pg_dump's dependency order.
+    """
+    by_staged = {(staged[t.schema], t.name): t for t in tables}
+    tasks = [Task(_copy_key(t), "rows", t, rank=(-t.size, 0)) for t in tables]
+    index_task: dict[int, str] = {}  # index OID -> key of the task that builds it
+    pending: list[tuple[TocEntry, tuple[object, ...]]] = []
+    remainder = []
+    for entry in post_data:
+        kind = {"INDEX": "i", "CONSTRAINT": "c", "FK CONSTRAINT": "c"}.get(entry.kind)
+        row = catalog.get((kind, entry.oid)) if kind else None
+        table = by_staged.get((str(row[2]), str(row[3]))) if row else None
+        if row is None or table is None:
+            remainder.append(entry)
+            continue
+        if entry.kind == "FK CONSTRAINT":
+            pending.append((entry, row))
+            continue
+        key = f"entry:{entry.dump_id}"
+        # Keys first (short, but exclusive), then the slow index methods first.
+        order = 1 if entry.kind == "CONSTRAINT" else 3 if row[9] in _SLOW_METHODS else 4
+        exclusive = entry.kind == "CONSTRAINT"
+        tasks.append(
+            Task(
+                key,
+                "build",
+                table,
+                entry,
+                {_copy_key(table)},
+                rank=(-table.size, order),
+                locks={table.label: exclusive},
+            )
+        )
+        index_task[int(str(row[6]))] = key
+    for entry, row in pending:
+        table = by_staged[(str(row[2]), str(row[3]))]
+        referenced = by_staged.get((str(row[7]), str(row[8])))
+        unique_key = index_task.get(int(str(row[6])))
+        if referenced is None or unique_key is None:
+            remainder.append(entry)  # e.g. it references a partitioned table
+            continue
+        deps = {_copy_key(table), _copy_key(referenced), unique_key}
+        # SHARE ROW EXCLUSIVE on both tables: conflicts with index builds on either.
+        locks = {table.label: True, referenced.label: True}
+        key = f"entry:{entry.dump_id}"
+        tasks.append(Task(key, "build", table, entry, deps, rank=(-table.size, 5), locks=locks))
+    return tasks, remainder
+
+
+def check_tasks(tables: list[CopyTable]) -> list[Task]:
+    """Validation figures of each table, on both sides, after its rows are in.
+
+    They rank last: they fill the time a worker would otherwise wait (while
+    the largest table's slowest index builds, typically), and they only read,
+    so they take no lock that matters to the builds.
+    """
+    return [
+        Task(f"{kind}:{t.label}", kind, t, deps={_copy_key(t)}, rank=(1, -t.size))
+        for t in tables
+        for kind in ("check_source", "check_destination")
+    ]
+
+
+# --- the scheduler ----------------------------------------------------------------
+
+
+class Scheduler:
+    """Hands out ready tasks, most important first, to worker threads.
+
+    At most `max_copies` row copies run at once (half the workers): one COPY
+    stream keeps about 1.5 cores busy (the source and destination backends),
+    so more streams would only slow the largest table's copy down, and with
+    it the index builds that cannot start before it ends. The other workers
+    build indexes and keys of the tables already copied.
+    """
+
+    def __init__(self, tasks: list[Task], max_copies: int) -> None:
+        self._waiting = list(tasks)
+        self._done: set[str] = set()
+        self._running = 0
+        self._copies = 0
+        self.max_copies = max_copies
+        self._held: dict[str, list[bool]] = {}  # table -> modes of the running tasks' locks
+        self._cond = threading.Condition()
+        self.error: BaseException | None = None
+        self.stopped = False
+
+    def next(self) -> Task | None:
+        with self._cond:
+            while True:
+                if self.stopped or (not self._waiting and self._running == 0):
+                    return None
+                ready = [
+                    t
+                    for t in self._waiting
+                    if t.deps <= self._done
+                    and (t.kind != "rows" or self._copies < self.max_copies)
+                    and self._lockable(t)
+                ]
+                if ready:
+                    task = min(ready, key=lambda t: t.rank)
+                    self._waiting.remove(task)
+                    self._running += 1
+                    self._copies += task.kind == "rows"
+                    for table, exclusive in task.locks.items():
+                        self._held.setdefault(table, []).append(exclusive)
+                    return task
+                if self._running == 0:  # nothing runs, and nothing can: a planning bug
+                    self.error = RuntimeError(
+                        f"unschedulable tasks: {[t.key for t in self._waiting]}"
+                    )
+                    self.stopped = True
+                    self._cond.notify_all()
+                    return None
+                self._cond.wait()
+
+    def _lockable(self, task: Task) -> bool:
+        for table, exclusive in task.locks.items():
+            held = self._held.get(table, [])
+            if held and (exclusive or any(held)):
+                return False
+        return True
+
+    def done(self, task: Task) -> None:
+        with self._cond:
+            self._running -= 1
+            self._copies -= task.kind == "rows"
+            for table, exclusive in task.locks.items():
+                self._held[table].remove(exclusive)
+            self._done.add(task.key)
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self._cond:
+            self._running -= 1  # the failed task's slot; no new task starts anyway
+            if self.error is None and not self.stopped:
+                self.error = error
+            self.stopped = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self.stopped = True
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """True when every task is done or the run stopped."""
+        with self._cond:
+            finished = self.stopped or (not self._waiting and self._running == 0)
+            if not finished:
+                self._cond.wait(timeout)
+            return self.stopped or (not self._waiting and self._running == 0)
+
+
+class _SourceFailed(Exception):
+    def __init__(self, stderr_tail: list[str]) -> None:
+        super().__init__("reading from the source failed")
+        self.stderr_tail = stderr_tail
+
+
+class _CheckFailed(Exception):
+    def __init__(self, side: str, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.side = side
+        self.error = error
+
+
+class _Cancelled(Exception):
+    """The main thread stopped the run; the reason is reported there."""
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        number: int,
+        *,
+        settings: Settings,
+        snapshot_id: str,
+        plan: Plan,
+        scheduler: Scheduler,
+        progress: Progress,
+    ) -> None:
+        super().__init__(name=f"elt-copy-{number}", daemon=True)
+        self.settings = settings
+        self.snapshot_id = snapshot_id
+        self.plan = plan
+        self.scheduler = scheduler
+        self.progress = progress
+        self.source: Connection | None = None  # in the snapshot, for validation figures
+        self.destination: Connection | None = None  # index and key builds
+        self.checker: Connection | None = None  # destination validation figures
+        self.cancelled = False
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except _Cancelled:
+            self.scheduler.stop()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            self.scheduler.fail(exc)
+        finally:
+            for conn in (self.source, self.destination, self.checker):
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+
+    def cancel(self) -> None:
+        """Stop whatever runs now (called from the main thread)."""
+        with self._lock:
+            self.cancelled = True
+            conns = [c for c in (self.source, self.destination, self.checker) if c is not None]
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.terminate()
+        for conn in conns:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=5)
+
+    def _run(self) -> None:
+        while (task := self.scheduler.next()) is not None:
+            if task.kind == "rows":
+                self._copy(task.table)
+            elif task.entry is not None:
+                self._build(task.entry)
+            else:
+                self._check(task)
+            self.scheduler.done(task)
+
+    def _check(self, task: Task) -> None:
+        table, plan = task.table, self.plan
+        name = (table.schema, table.name)
+        try:
+            if task.kind == "check_source":
+                conn = self._source()
+                relation = sql.Identifier(table.schema, table.name)
+                listed = plan.source_listed[name]
+                figures = plan.source_figures
+            else:
+                conn = self._checker()
+                relation = plan.staged_ident(table)
+                listed = plan.destination_listed[name]
+                figures = plan.destination_figures
+            figures[table_key(*name)] = result = measure(
+                conn, relation, listed, plan.validation, record_hash=plan.record_hash
+            )
+            self.progress.logger.debug(
+                "Measured",
+                extra={"task": task.key, "duration_seconds": round(result.seconds, 3)},
+            )
+            if task.kind == "check_destination":
+                conn.commit()  # read-only; do not hold a snapshot between tasks
+        except psycopg.Error as exc:
+            raise _CheckFailed(task.kind.removeprefix("check_"), exc) from None
+
+    def _checker(self) -> Connection:
+        if self.checker is None:
+            conn = connect(self.settings.destination, self.settings)
+            with self._lock:
+                self.checker = conn
+            conn.execute(read_sql("no_timeouts.sql"))
+            prepare_session(conn)
+            conn.commit()
+        return self.checker
+
+    def _destination(self) -> Connection:
+        if self.destination is None:
+            conn = connect(self.settings.destination, self.settings)
+            with self._lock:
+                self.destination = conn
+            conn.execute(read_sql("no_timeouts.sql"))
+            conn.execute(read_sql("copy_session.sql"))
+            conn.execute(
+                "SELECT pg_catalog.set_config('client_encoding', %s, false)", (self.plan.encoding,)
+            )
+            # Durability is kept by the swap's synchronous commit, which flushes
+            # the WAL of every commit before it (see the module docstring).
+            conn.execute("SET synchronous_commit = off")
+            conn.commit()
+        return self.destination
+
+    def _source(self) -> Connection:
+        if self.source is None:
+            conn = connect(self.settings.source, self.settings)
+            with self._lock:
+                self.source = conn
+            conn.execute(read_sql("no_timeouts.sql"))
+            conn.execute(read_sql("copy_session.sql"))
+            conn.execute(
+                "SELECT pg_catalog.set_config('client_encoding', %s, false)", (self.plan.encoding,)
+            )
+            conn.commit()
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            conn.execute(
+                sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot_id))
+            )
+        return self.source
+
+    def _copy(self, table: CopyTable) -> None:
+        """psql | (splice) | psql: rows never pass through Python objects.
+
+        Relaying with the driver cost a Python round per row (COPY sends one
+        message per row): about 3 s of CPU per GB on a 2-core machine where
+        every core is needed. The kernel moves the bytes here (os.splice), and
+        the count it returns is the progress figure.
+        """
+        started = time.monotonic()
+        self.progress.table_started(table.label, table.size)
+        try:
+            out, into = self._start_pair(table)
+            tails = self._relay(table, out, into)
+        finally:
+            with self._lock:
+                for proc in self._procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                self._procs = []
+        if self.cancelled:
+            raise _Cancelled
+        if into.returncode != 0:
+            raise _ToolFailed("psql", into.returncode, tails[1].lines)
+        if out.returncode != 0:
+            raise _SourceFailed(tails[0].lines)
+        rows = next(
+            (
+                int(line[len(ROWS_MARKER) :])
+                for line in tails[2].lines
+                if line.startswith(ROWS_MARKER)
+            ),
+            None,
+        )
+        if rows is None:
+            raise _ToolFailed("psql", 0, ["psql did not report the number of rows loaded"])
+        self.progress.table_done(table.label, rows, time.monotonic() - started)
+
+    def _start_pair(
+        self, table: CopyTable
+    ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+        settings, plan = self.settings, self.plan
+        timeout = settings.connect_timeout_seconds
+        env_out = child_env(settings.source, timeout)
+        env_out["PGOPTIONS"] = copy_session_options(plan.source_version, destination=False)
+        env_in = child_env(settings.destination, timeout)
+        env_in["PGOPTIONS"] = copy_session_options(plan.destination_version, destination=True)
+        for env in (env_out, env_in):
+            env["PGCLIENTENCODING"] = plan.encoding  # text rows travel in the source's encoding
+        pipe = subprocess.PIPE
+        with self._lock:  # cancel() must see every process started
+            if self.cancelled:
+                raise _Cancelled
+            argv = copy_out_argv(settings.source, self.snapshot_id, table)
+            out = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, env=env_out
+            )
+            self._procs.append(out)
+            argv = copy_in_argv(settings.destination, plan.staged[table.schema], table)
+            into = subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=pipe, env=env_in)
+            self._procs.append(into)
+        return out, into
+
+    def _relay(
+        self, table: CopyTable, out: subprocess.Popen[bytes], into: subprocess.Popen[bytes]
+    ) -> list[OutputTail]:
+        """Move the bytes until the source side ends; returns the three output tails."""
+        assert out.stdout is not None
+        assert into.stdin is not None
+        streams = (out.stderr, into.stderr, into.stdout)
+        tails = [OutputTail(s) for s in streams if s is not None]
+        for tail in tails:
+            tail.start()
+        try:
+            while moved := os.splice(out.stdout.fileno(), into.stdin.fileno(), 1 << 20):
+                self.progress.add_bytes(table.label, moved)
+        except BrokenPipeError:
+            pass  # psql loading it has exited: its exit code says why
+        finally:
+            out.stdout.close()
+            into.stdin.close()
+        out.wait()
+        into.wait()
+        for tail in tails:
+            tail.join()
+        return tails
+
+    def _build(self, entry: TocEntry) -> None:
+        started = time.monotonic()
+        statement = entry_sql(self.plan, [entry], self.settings)
+        destination = self._destination()
+        destination.execute(statement)
+        destination.commit()
+        self.progress.logger.debug(
+            "Built",
+            extra={"entry": entry.line, "duration_seconds": round(time.monotonic() - started, 3)},
+        )
+
+
+def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings) -> str:
+    """The SQL pg_restore writes for these entries, minus psql's \\restrict lines.
+
+    Those two lines (PostgreSQL 17.6/15.14+) are psql meta-commands that keep a
+    crafted dump from running other meta-commands; the driver runs no
+    meta-commands at all, so they are dropped. Any other backslash line is
+    unexpected and refused.
+    """
+    out = _run(
+        entry_sql_argv(copy_ownership=settings.copy_ownership),
+        child_env(None, settings.connect_timeout_seconds),
+        plan.archive,
+        "".join(e.line + "\n" for e in entries),
+    ).decode("utf-8")
+    lines = []
+    for line in out.splitlines():
+        if line.startswith(("\\restrict ", "\\unrestrict ")):
+            continue
+        if line.startswith("\\"):
+            raise LoadError(
+                "pg_restore wrote a psql meta-command the parallel copy cannot run",
+                hint="Set ELT_JOBS=1 to use the streamed path, and report this.",
+                stderr_tail=[line[:200]],
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --- the run ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CopyStats:
+    tables: int
+    rows: int
+    bytes: int
+    seconds: float
+    # Validation figures measured during the copy (empty at ELT_VALIDATION=off).
+    source_figures: dict[str, TableFigures] = field(default_factory=dict)
+    destination_figures: dict[str, TableFigures] = field(default_factory=dict)
+
+
+def _load_error(message: str, exc: BaseException) -> LoadError:
+    lines = getattr(exc, "stderr_tail", None) or message_lines(exc)
+    return LoadError(
+        message,
+        hint="Read stderr_tail. The destination's schemas are unchanged (the staging "
+        "schemas were removed); fix the cause and run again.",
+        stderr_tail=lines,
+    )
+
+
+def source_tables(snapshot: Connection, schemas: Sequence[str]) -> list[CopyTable]:
+    rows = snapshot.execute(read_sql("copy_tables.sql"), {"schemas": list(schemas)})
+    return [
+        CopyTable(str(s), str(n), int(str(size)), tuple(str(c) for c in cols), bool(binary))  # type: ignore[attr-defined]
+        for s, n, size, cols, binary in rows
+    ]
+
+
+class Coordinator:
+    """The destination session that holds the run's lock, owns staging and swaps."""
+
+    def __init__(self, settings: Settings, logger: logging.Logger) -> None:
+        self.settings = settings
+        self.logger = logger
+        self.conn = connect(settings.destination, settings, autocommit=True)
+        self.conn.execute(read_sql("no_timeouts.sql"))
+        row = self.conn.execute(
+            "SELECT pg_catalog.pg_try_advisory_lock(%s), d.oid, d.encoding, d.datcollate, "
+            "d.datctype FROM pg_catalog.pg_database AS d WHERE d.datname = current_database()",
+            (LOCK_KEY,),
+        ).fetchone()
+        assert row is not None
+        if not row[0]:
+            self.conn.close()
+            raise LoadError(
+                "Another ELT run is loading this destination database right now; "
+                "nothing was changed",
+                hint="Wait for the other run to finish, then run again.",
+            )
+        self.scratch = scratch_database_name(int(str(row[1])))
+        self.encoding = str(
+            self.conn.execute("SELECT pg_catalog.pg_encoding_to_char(%s)", (row[2],)).fetchone()[0]  # type: ignore[index]
+        )
+        self.collate, self.ctype = str(row[3]), str(row[4])
+        self.staging: list[str] = []
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def remove_leftovers(self) -> None:
+        """Staging schemas and a scratch database of a run that was killed outright."""
+        names = [
+            str(r[0])
+            for r in self.conn.execute(
+                "SELECT nspname FROM pg_catalog.pg_namespace WHERE starts_with(nspname, %s)",
+                (STAGING_PREFIX,),
+            )
+        ]
+        if names:
+            self.logger.warning(
+                "Removing staging schemas left by an interrupted run", extra={"schemas": names}
+            )
+            self.drop_schemas(names)
+        self.drop_scratch()
+
+    def drop_schemas(self, names: Sequence[str]) -> None:
+        if names:
+            with self.conn.transaction():
+                for name in names:
+                    self.conn.execute(
+                        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                    )
+
+    def drop_scratch(self) -> None:
+        self.conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.scratch))
+        )
+
+    def create_scratch(self) -> None:
+        try:
+            self.conn.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
+                ).format(
+                    sql.Identifier(self.scratch),
+                    sql.Literal(self.encoding),
+                    sql.Literal(self.collate),
+                    sql.Literal(self.ctype),
+                )
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            raise NotEligible(
+                "DESTINATION_POSTGRES_USER may not create databases (CREATEDB), which the "
+                "parallel copy needs for a moment to plan its staging schemas"
+            ) from None
+
+
+def plan(
+    settings: Settings,
+    *,
+    coordinator: Coordinator,
+    snapshot: Connection,
+    snapshot_id: str,
+    schemas: list[str],
+    tables: list[CopyTable],
+) -> Plan:
+    env_source = child_env(settings.source, settings.connect_timeout_seconds)
+    env_destination = child_env(settings.destination, settings.connect_timeout_seconds)
+    source_archive = _run(schema_dump_argv(settings.source, snapshot_id, []), env_source, b"")
+    listing = _run(["pg_restore", "--list"], env_source, source_archive).decode()
+    unsupported = sorted({e.kind for e in parse_toc(listing) if e.kind not in STAGEABLE})
+    extras = snapshot.execute(read_sql("source_extras.sql"), {"schemas": schemas}).fetchall()
+    if unsupported:
+        raise NotEligible(f"the source has objects of type {', '.join(unsupported)}")
+    if any(kind == "L" for kind, _, _ in extras):
+        raise NotEligible("the source has large objects")
+    if any(s.startswith(STAGING_PREFIX) for s in schemas):
+        raise NotEligible(f"a source schema name starts with {STAGING_PREFIX}")
+    staged = staging_names(schemas)
+
+    coordinator.create_scratch()
+    try:
+        scratch = DatabaseSettings(
+            "destination",
+            settings.destination.host,
+            settings.destination.port,
+            coordinator.scratch,
+            settings.destination.user,
+            settings.destination.password,
+        )
+        with connect(scratch, settings, autocommit=True) as conn:
+            # template0's public carries a stock comment that is not the source's.
+            conn.execute("COMMENT ON SCHEMA public IS NULL")
+            _run(
+                schema_restore_argv(
+                    settings.destination,
+                    coordinator.scratch,
+                    copy_ownership=settings.copy_ownership,
+                ),
+                env_destination,
+                source_archive,
+            )
+            with conn.transaction():
+                for schema, staging in staged.items():
+                    conn.execute(
+                        sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                            sql.Identifier(schema), sql.Identifier(staging)
+                        )
+                    )
+            archive = _run(
+                schema_dump_argv(scratch, None, list(staged.values())), env_destination, b""
+            )
+            entries = parse_toc(_run(["pg_restore", "--list"], env_destination, archive).decode())
+            post_ids = {
+                e.dump_id
+                for e in parse_toc(
+                    _run(
+                        ["pg_restore", "--list", "--section=post-data"], env_destination, archive
+                    ).decode()
+                )
+            }
+            post_data = [e for e in entries if e.dump_id in post_ids]
+            catalog_rows = conn.execute(
+                read_sql("staging_catalog.sql"),
+                {
+                    "constraints": [e.oid for e in post_data if e.kind.endswith("CONSTRAINT")],
+                    "indexes": [e.oid for e in post_data if e.kind == "INDEX"],
+                    "matviews": [e.oid for e in entries if e.kind == "MATERIALIZED VIEW"],
+                },
+            ).fetchall()
+    finally:
+        coordinator.drop_scratch()
+
+    catalog = {(str(r[0]), int(str(r[1]))): tuple(r) for r in catalog_rows}
+    tasks, remainder = build_tasks(tables, post_data, catalog, staged)
+    populated = {(str(s), str(n)) for kind, s, n in extras if kind == "m"}
+    unstaged = {v: k for k, v in staged.items()}
+    matviews = []
+    for e in entries:
+        row = catalog.get(("m", e.oid)) if e.kind == "MATERIALIZED VIEW" else None
+        if row is not None and (unstaged[str(row[2])], str(row[3])) in populated:
+            matviews.append((str(row[2]), str(row[3])))
+    sequences = []
+    for kind, seq_schema, seq_name in extras:
+        if kind == "S":
+            schema, name = str(seq_schema), str(seq_name)
+            value = snapshot.execute(
+                sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
+            ).fetchone()
+            assert value is not None
+            sequences.append((staged[str(schema)], str(name), int(str(value[0])), bool(value[1])))
+    encoding = str(snapshot.execute("SHOW server_encoding").fetchone()[0])  # type: ignore[index]
+    versions = (snapshot.info.server_version, coordinator.conn.info.server_version)
+    if settings.validation is not ValidationLevel.OFF:
+        tasks += check_tasks(tables)
+    return Plan(
+        archive,
+        entries,
+        staged,
+        tables,
+        tasks,
+        remainder,
+        sequences,
+        matviews,
+        encoding,
+        *versions,
+        validation=settings.validation,
+        record_hash=min(versions) >= RECORD_HASH_MIN_VERSION,
+        source_listed={(str(r[0]), str(r[1])): r for r in list_relations(snapshot, schemas)},
+    )
+
+
+def _finish_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
+    """Post-data that is not per table, sequence values, materialized views."""
+    if plan.remainder:
+        _run(
+            schema_restore_argv(
+                settings.destination,
+                settings.destination.dbname,
+                copy_ownership=settings.copy_ownership,
+                use_list=True,
+            ),
+            child_env(settings.destination, settings.connect_timeout_seconds),
+            plan.archive,
+            "".join(e.line + "\n" for e in plan.remainder),
+        )
+    with coordinator.conn.transaction():
+        for schema, name, value, is_called in plan.sequences:
+            coordinator.conn.execute(
+                "SELECT pg_catalog.setval(%s::regclass, %s, %s)",
+                (sql.Identifier(schema, name).as_string(coordinator.conn), value, is_called),
+            )
+        for schema, name in plan.matviews:
+            coordinator.conn.execute(
+                sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name))
+            )
+
+
+def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
+    """The one transaction that makes the new copy visible (elt/sql/replace_schemas.sql).
+
+    Returns whether the destination has enabled event triggers: DDL runs their
+    code, which may change rows after they were measured.
+    """
+    conn = coordinator.conn
+    with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = on")
+        conn.execute("SET LOCAL client_min_messages = error")
+        conn.execute(
+            "SELECT pg_catalog.set_config('elt.replaced_schemas', %s, true), "
+            "pg_catalog.set_config('elt.staged_schemas', %s, true)",
+            (_text_array(schemas), _text_array([plan.staged[s] for s in schemas])),
+        )
+        conn.execute(read_sql("replace_schemas.sql"))
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D')"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _text_array(values: Sequence[str]) -> str:
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def copy(
+    settings: Settings,
+    *,
+    snapshot: Connection,
+    snapshot_id: str,
+    schemas: list[str],
+    tables: list[CopyTable],
+    logger: logging.Logger,
+) -> CopyStats:
+    """Copy in parallel and swap in; raise NotEligible (nothing changed) or an EltError."""
+    started = time.monotonic()
+    coordinator = Coordinator(settings, logger)
+    swapped = False
+    try:
+        coordinator.remove_leftovers()
+        try:
+            the_plan = plan(
+                settings,
+                coordinator=coordinator,
+                snapshot=snapshot,
+                snapshot_id=snapshot_id,
+                schemas=schemas,
+                tables=tables,
+            )
+        except _ToolFailed as exc:
+            raise _load_error(
+                "Planning the parallel copy failed; nothing was changed", exc
+            ) from None
+        except psycopg.Error as exc:
+            raise _load_error(
+                "Planning the parallel copy failed; nothing was changed", exc
+            ) from None
+        logger.info(
+            "Parallel copy planned",
+            extra={
+                "jobs": settings.jobs,
+                "tables": len(tables),
+                "tasks": len(the_plan.tasks),
+                "staging_schemas": sorted(the_plan.staged.values()),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        coordinator.staging = list(the_plan.staged.values())
+        try:
+            _run(
+                schema_restore_argv(
+                    settings.destination,
+                    settings.destination.dbname,
+                    copy_ownership=settings.copy_ownership,
+                    section="pre-data",
+                ),
+                child_env(settings.destination, settings.connect_timeout_seconds),
+                the_plan.archive,
+            )
+        except _ToolFailed as exc:
+            raise _load_error("Creating the staging schemas failed", exc) from None
+        unstaged = {v: k for k, v in the_plan.staged.items()}
+        the_plan.destination_listed = {
+            (unstaged[str(r[0])], str(r[1])): r
+            for r in list_relations(coordinator.conn, list(unstaged))
+        }
+        stats = _copy_rows(settings, snapshot, snapshot_id, the_plan, logger)
+        try:
+            _finish_staging(settings, coordinator, the_plan)
+        except (_ToolFailed, psycopg.Error) as exc:
+            raise _load_error("Finishing the staging schemas failed", exc) from None
+        try:
+            event_triggers = swap(coordinator, the_plan, schemas)
+        except psycopg.Error as exc:
+            if BUSY_MARKER in str(exc):
+                raise LoadError(
+                    "Another ELT run is loading this destination database right now",
+                    hint="Wait for the other run to finish, then run again.",
+                ) from None
+            raise LoadError(
+                "Swapping the new copy in failed; the swap was rolled back",
+                hint="Read stderr_tail. The destination's schemas are unchanged; fix the "
+                "cause and run again.",
+                stderr_tail=message_lines(exc),
+            ) from None
+        swapped = True
+        logger.info(
+            "Data load completed successfully",
+            extra={
+                "duration_seconds": round(time.monotonic() - started, 3),
+                "tables": stats.tables,
+                "rows": stats.rows,
+                "bytes": stats.bytes,
+                "mb_per_second": mb_per_second(stats.bytes, stats.seconds),
+            },
+        )
+        if event_triggers:
+            # They ran user code inside the swap (and during the builds), after
+            # the destination figures were taken: measure the destination again.
+            the_plan.destination_figures.clear()
+        return CopyStats(
+            stats.tables,
+            stats.rows,
+            stats.bytes,
+            time.monotonic() - started,
+            the_plan.source_figures,
+            the_plan.destination_figures,
+        )
+    finally:
+        if not swapped:
+            _clean_up(coordinator, logger)
+        coordinator.close()
+
+
+def _clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:
+    try:
+        if coordinator.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            coordinator.conn.rollback()
+        coordinator.drop_schemas(coordinator.staging)
+        coordinator.drop_scratch()
+    except psycopg.Error as exc:
+        logger.warning(
+            "Could not remove the staging schemas; the next run removes them",
+            extra={"schemas": coordinator.staging, "stderr_tail": message_lines(exc)},
+        )
+
+
+def _copy_rows(
+    settings: Settings, snapshot: Connection, snapshot_id: str, plan: Plan, logger: logging.Logger
+) -> CopyStats:
+    progress = Progress(
+        logger, len(plan.tables), sum(t.size for t in plan.tables), settings.progress_seconds
+    )
+    scheduler = Scheduler(plan.tasks, max_copies=settings.jobs)
+    workers = [
+        Worker(
+            i + 1,
+            settings=settings,
+            snapshot_id=snapshot_id,
+            plan=plan,
+            scheduler=scheduler,
+            progress=progress,
+        )
+        for i in range(max(1, min(settings.jobs, len(plan.tasks))))
+    ]
+    logger.info(
+        "Starting data extraction from source database",
+        extra={"schemas": list(plan.staged), "snapshot": snapshot_id, "jobs": len(workers)},
+    )
+    progress.start()
+    for worker in workers:
+        worker.start()
+    try:
+        while not scheduler.wait(0.5):
+            pass
+    except BaseException:
+        scheduler.stop()
+        raise
+    finally:
+        if scheduler.stopped:
+            for worker in workers:
+                worker.cancel()
+        for worker in workers:
+            worker.join()
+        progress.stop()
+    if scheduler.error is not None:
+        raise _classify(scheduler.error)
+    progress.finish()
+    logger.info(
+        "Data extraction completed successfully",
+        extra={"duration_seconds": round(time.monotonic() - progress.started, 3)},
+    )
+    return CopyStats(
+        progress.tables_done, progress.rows, progress.bytes, time.monotonic() - progress.started
+    )
+
+
+def _classify(error: BaseException) -> EltError | BaseException:
+    if isinstance(error, EltError):
+        return error
+    if isinstance(error, _SourceFailed):
+        return ExtractError(
+            "Reading a table from the source failed; nothing was committed",
+            hint="Read stderr_tail. Check that the source is up and that "
+            "SOURCE_POSTGRES_USER may read every table; the destination is unchanged.",
+            stderr_tail=error.stderr_tail,
+        )
+    if isinstance(error, _CheckFailed):
+        return ValidationFailed(
+            f"Validation could not be completed: the {error.side} figures could not be "
+            "computed; nothing was changed",
+            hint="Read stderr_tail, fix the cause (connection, permissions) and run again. "
+            "The destination's schemas are unchanged.",
+            stderr_tail=message_lines(error.error),
+        )
+    if isinstance(error, psycopg.Error | _ToolFailed):
+        return _load_error("Loading the staging schemas failed", error)
+    return error

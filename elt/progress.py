@@ -1,0 +1,170 @@
+"""Progress of a copy: thread-safe counters, per-table lines and a periodic line.
+
+Workers call `table_started` / `add_bytes` / `table_done`; a reporter thread
+logs "Copy progress" every ELT_PROGRESS_SECONDS, and `finish()` logs a last
+one at 100 %, so even a short run shows the final figures (issue #4: a long
+copy must never be silent for more than 10 seconds).
+
+The estimate of the time left is from bytes: the share of the source tables'
+on-disk size already streamed, extrapolated at the rate so far. Index builds
+after the last rows are not in it (`phase` then says "indexes"), so it errs
+on the short side.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+MB = 1_000_000
+
+
+def mb_per_second(nbytes: int, seconds: float) -> float | None:
+    return round(nbytes / MB / seconds, 1) if seconds > 0 else None
+
+
+@dataclass
+class _Running:
+    size: int  # the table's on-disk size: what the estimate counts in
+    streamed: int = 0
+
+
+class Progress:
+    def __init__(
+        self, logger: logging.Logger, total_tables: int, total_size: int, interval: float
+    ) -> None:
+        self.logger = logger
+        self.total_tables = total_tables
+        self.total_size = max(total_size, 1)
+        self.interval = interval
+        self.started = time.monotonic()
+        self.tables_done = 0
+        self.rows = 0
+        self.bytes = 0  # COPY stream bytes, finished and running tables
+        self._done_size = 0
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reporter = threading.Thread(target=self._report_loop, daemon=True)
+
+    def start(self) -> None:
+        self._reporter.start()
+
+    def table_started(self, table: str, size: int) -> None:
+        with self._lock:
+            self._running[table] = _Running(size)
+
+    def add_bytes(self, table: str, nbytes: int) -> None:
+        with self._lock:
+            self._running[table].streamed += nbytes
+            self.bytes += nbytes
+
+    def table_done(self, table: str, rows: int, seconds: float) -> None:
+        with self._lock:
+            running = self._running.pop(table)
+            self.tables_done += 1
+            self.rows += rows
+            self._done_size += running.size
+        self.logger.info(
+            "Table copied",
+            extra={
+                "table": table,
+                "rows": rows,
+                "bytes": running.streamed,
+                "duration_seconds": round(seconds, 3),
+                "mb_per_second": mb_per_second(running.streamed, seconds),
+            },
+        )
+
+    def table_failed(self, table: str) -> None:
+        with self._lock:
+            self._running.pop(table, None)
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            elapsed = time.monotonic() - self.started
+            # A running table counts by its streamed bytes, but never beyond its
+            # size (the COPY stream can be larger than the table on disk).
+            done = self._done_size + sum(min(r.streamed, r.size) for r in self._running.values())
+            fraction = min(done / self.total_size, 1.0)
+            eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
+            return {
+                "tables_done": self.tables_done,
+                "tables_total": self.total_tables,
+                "rows": self.rows,
+                "bytes": self.bytes,
+                "elapsed_seconds": round(elapsed, 1),
+                "eta_seconds": None if eta is None else round(eta, 1),
+                "percent": round(100 * fraction, 1),
+                # After the last rows: indexes, keys and the rest of the schema.
+                "phase": "rows" if self.tables_done < self.total_tables else "indexes",
+            }
+
+    def _report_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.logger.info("Copy progress", extra=self.snapshot())
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._reporter.is_alive():
+            self._reporter.join()
+
+    def finish(self) -> None:
+        """Stop the reporter and log the final figures (all tables copied)."""
+        self.stop()
+        self.logger.info("Copy progress", extra=self.snapshot())
+
+
+class CopyScanner:
+    """Follows the one-stream load's SQL (pg_restore -> psql) and reports each table.
+
+    pg_restore writes each table's rows as a text COPY block:
+    `COPY schema.table (...) FROM stdin;`, one line per row, then `\\.`. The
+    relay (processes.Pipeline) hands every chunk to feed() on its way to psql,
+    so rows and bytes are exact and a table is done when its block has passed.
+    Only complete lines are scanned; inside a block the scan is C-speed
+    (bytes.find and bytes.count), not per row in Python.
+    """
+
+    _END = b"\\.\n"
+
+    def __init__(self, progress: Progress, sizes: dict[str, int]) -> None:
+        self.progress = progress
+        self.sizes = sizes  # "schema.table" (unquoted) -> size on the source's disk
+        self._tail = b""
+        self._table: str | None = None
+        self._rows = 0
+        self._started = 0.0
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk if self._tail else chunk
+        end = data.rfind(b"\n") + 1  # complete lines only; the rest waits
+        self._tail = data[end:]
+        pos = 0
+        while pos < end:
+            if self._table is None:
+                eol = data.find(b"\n", pos, end)
+                line = data[pos:eol]
+                pos = eol + 1
+                if line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
+                    self._begin(line.split(b" ", 2)[1].decode("utf-8", "replace"))
+            elif data.startswith(self._END, pos):
+                pos += len(self._END)
+                self._finish()
+            else:
+                found = data.find(b"\n" + self._END, pos, end)
+                stop = end if found == -1 else found + 1
+                self._rows += data.count(b"\n", pos, stop)
+                self.progress.add_bytes(self._table, stop - pos)
+                pos = stop
+
+    def _begin(self, table: str) -> None:
+        self._table, self._rows, self._started = table, 0, time.monotonic()
+        self.progress.table_started(table, self.sizes.get(table.replace('"', ""), 0))
+
+    def _finish(self) -> None:
+        assert self._table is not None
+        self.progress.table_done(self._table, self._rows, time.monotonic() - self._started)
+        self._table = None

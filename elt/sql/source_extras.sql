@@ -1,0 +1,13 @@
+-- What the parallel copy must carry over besides tables, read in the source
+-- snapshot: sequences (set like pg_dump's SEQUENCE SET) and which
+-- materialized views are populated (pg_dump refreshes exactly those).
+-- kind 'S': sequence; 'm': populated materialized view; 'L': large objects
+-- exist (the parallel copy leaves those to the streamed path).
+SELECT c.relkind::text, n.nspname, c.relname
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY (%(schemas)s)
+  AND (c.relkind = 'S' OR (c.relkind = 'm' AND c.relispopulated))
+UNION ALL
+SELECT 'L', NULL, NULL
+WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata);

@@ -1,0 +1,30 @@
+-- Run in the scratch database after its schemas were renamed to the staging
+-- names: for the TOC entries the parallel copy schedules itself, the table
+-- each belongs to. kind: 'c' constraint, 'i' index, 'm' materialized view.
+--   conindid  the index a constraint is built on (for a foreign key: the
+--             referenced table's unique index, which must exist first)
+--   method    the index's access method (GIN and GiST builds are slow)
+SELECT 'c' AS kind, c.oid, n.nspname, r.relname, r.relkind::text, c.contype::text,
+       c.conindid, fn.nspname AS ref_schema, fr.relname AS ref_table, am.amname::text AS method
+FROM pg_catalog.pg_constraint AS c
+JOIN pg_catalog.pg_class AS r ON r.oid = c.conrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = r.relnamespace
+LEFT JOIN pg_catalog.pg_class AS fr ON fr.oid = c.confrelid
+LEFT JOIN pg_catalog.pg_namespace AS fn ON fn.oid = fr.relnamespace
+LEFT JOIN pg_catalog.pg_class AS ic ON ic.oid = c.conindid
+LEFT JOIN pg_catalog.pg_am AS am ON am.oid = ic.relam
+WHERE c.oid = ANY (%(constraints)s)
+UNION ALL
+SELECT 'i', i.indexrelid, n.nspname, r.relname, r.relkind::text, NULL,
+       i.indexrelid, NULL, NULL, am.amname::text
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS r ON r.oid = i.indrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = r.relnamespace
+JOIN pg_catalog.pg_class AS ic ON ic.oid = i.indexrelid
+JOIN pg_catalog.pg_am AS am ON am.oid = ic.relam
+WHERE i.indexrelid = ANY (%(indexes)s)
+UNION ALL
+SELECT 'm', c.oid, n.nspname, c.relname, c.relkind::text, NULL, NULL, NULL, NULL, NULL
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid = ANY (%(matviews)s);
