@@ -40,6 +40,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -52,9 +53,16 @@ from psycopg import sql
 
 from config import DatabaseSettings, Settings, ValidationLevel
 from connect import connect
-from errors import EltError, ExtractError, LoadError, ValidationFailed, message_lines
+from errors import (
+    ConnectionFailed,
+    EltError,
+    ExtractError,
+    LoadError,
+    ValidationFailed,
+    message_lines,
+)
 from extract import read_sql
-from processes import OutputTail, child_env, connection_args
+from processes import APPLICATION_NAME, OutputTail, child_env, connection_args
 from validate import (
     RECORD_HASH_MIN_VERSION,
     TableFigures,
@@ -514,7 +522,9 @@ def build_tasks(
         locks = {table.label: True, referenced.label: True}
         key = f"entry:{entry.dump_id}"
         tasks.append(Task(key, "build", table, entry, deps, rank=(-table.size, 5), locks=locks))
-    return tasks, remainder
+    # In pg_dump's order: a comment on a constraint must follow the constraint.
+    left = {e.dump_id for e in remainder}
+    return tasks, [e for e in post_data if e.dump_id in left]
 
 
 def check_tasks(tables: list[CopyTable]) -> list[Task]:
@@ -537,11 +547,10 @@ def check_tasks(tables: list[CopyTable]) -> list[Task]:
 class Scheduler:
     """Hands out ready tasks, most important first, to worker threads.
 
-    At most `max_copies` row copies run at once (half the workers): one COPY
-    stream keeps about 1.5 cores busy (the source and destination backends),
-    so more streams would only slow the largest table's copy down, and with
-    it the index builds that cannot start before it ends. The other workers
-    build indexes and keys of the tables already copied.
+    At most `max_copies` row copies run at once. The job passes ELT_JOBS:
+    measured on 2 cores with tests/benchmark/bench.py, holding copies back
+    (to give the largest table's copy the machine) was slower overall, since
+    its index builds then competed with the other tables' copies instead.
     """
 
     def __init__(self, tasks: list[Task], max_copies: int) -> None:
@@ -683,7 +692,10 @@ class Worker(threading.Thread):
             conns = [c for c in (self.source, self.destination, self.checker) if c is not None]
             for proc in self._procs:
                 if proc.poll() is None:
-                    proc.terminate()
+                    # SIGINT, not SIGTERM: psql then sends the server a cancel
+                    # request, so a COPY waiting on a lock there ends too
+                    # instead of holding locks the clean-up needs.
+                    proc.send_signal(signal.SIGINT)
         for conn in conns:
             with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=5)
@@ -1029,6 +1041,7 @@ def plan(
         raise NotEligible(f"a source schema name starts with {STAGING_PREFIX}")
     staged = staging_names(schemas)
 
+    coordinator.remove_leftovers()  # only now: a source that is not eligible changes nothing
     coordinator.create_scratch()
     try:
         scratch = DatabaseSettings(
@@ -1188,7 +1201,6 @@ def copy(
     coordinator = Coordinator(settings, logger)
     swapped = False
     try:
-        coordinator.remove_leftovers()
         try:
             the_plan = plan(
                 settings,
@@ -1287,6 +1299,11 @@ def _clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:
     try:
         if coordinator.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             coordinator.conn.rollback()
+        # Whatever of this run still runs on the destination (a COPY whose psql
+        # was killed, say) would hold locks on the staging tables. While this
+        # session holds the run's lock, every session of the job's name in
+        # this database is this run's own.
+        coordinator.conn.execute(read_sql("end_own_sessions.sql"), {"name": APPLICATION_NAME})
         coordinator.drop_schemas(coordinator.staging)
         coordinator.drop_scratch()
     except psycopg.Error as exc:
@@ -1347,6 +1364,16 @@ def _copy_rows(
 
 
 def _classify(error: BaseException) -> EltError | BaseException:
+    if isinstance(error, ConnectionFailed):
+        # A worker's login failing mid-run: the server went away after the job
+        # had connected, which is a failed extract or load, not a setup problem.
+        failed = ExtractError if error.context.get("database") == "source" else LoadError
+        return failed(
+            f"{error.message} during the parallel copy; nothing was changed",
+            hint="Read stderr_tail. Check that the server is up, then run again; "
+            "the destination's schemas are unchanged.",
+            stderr_tail=error.stderr_tail,
+        )
     if isinstance(error, EltError):
         return error
     if isinstance(error, _SourceFailed):

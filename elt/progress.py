@@ -89,6 +89,8 @@ class Progress:
             # size (the COPY stream can be larger than the table on disk).
             done = self._done_size + sum(min(r.streamed, r.size) for r in self._running.values())
             fraction = min(done / self.total_size, 1.0)
+            if self.tables_done >= self.total_tables:
+                fraction = 1.0  # also when every table is empty (size 0)
             eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
             return {
                 "tables_done": self.tables_done,

@@ -16,7 +16,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,16 @@ def destination_server(bindir: Path) -> Iterator[PgServer]:
         server.remove()
 
 
+# The two copy paths (issue #4), as settings. The seed is far below the
+# parallel path's size threshold, so "parallel" lowers it to 0; the default
+# (no setting) is what a user gets: streamed for a database this small.
+COPY_PATHS: dict[str, dict[str, str]] = {
+    "default": {},
+    "streamed": {"ELT_JOBS": "1"},
+    "parallel": {"ELT_JOBS": "2", "ELT_PARALLEL_MIN_MB": "0"},
+}
+
+
 @dataclass
 class Databases:
     """A freshly seeded source_db and an empty destination_db for one test."""
@@ -275,6 +286,7 @@ class Databases:
     destination: PgServer
     source_db: str = "source_db"
     destination_db: str = "destination_db"
+    path: str = "default"  # a key of COPY_PATHS
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The job's environment: every setting explicit, small wait budget."""
@@ -294,6 +306,7 @@ class Databases:
             "ELT_WAIT_RETRIES": "3",
             "ELT_WAIT_DELAY_SECONDS": "0.2",
             "ELT_CONNECT_TIMEOUT_SECONDS": "2",
+            **COPY_PATHS[self.path],
         }
         env.update(overrides)
         return {k: v for k, v in env.items() if v is not None}
@@ -332,6 +345,12 @@ class EltRun:
         return [line for line in self.logs if line["level"] == "ERROR"]
 
 
+def both_paths(request: pytest.FixtureRequest, dbs: Databases) -> Databases:
+    """For a module's own `dbs` fixture, parametrized over "streamed" and "parallel"."""
+    dbs.path = request.param
+    return dbs
+
+
 def run_elt(env: Mapping[str, str], *, cwd: Path | None = None, timeout: float = 600) -> EltRun:
     """Run the real script as a subprocess and check what every run must satisfy."""
     proc = subprocess.run(
@@ -353,4 +372,64 @@ def run_elt(env: Mapping[str, str], *, cwd: Path | None = None, timeout: float =
         if secret:
             assert secret not in proc.stdout, "a password leaked into the logs"
             assert secret not in proc.stderr, "a password leaked into stderr"
-    return EltRun(proc.returncode, proc.stdout, proc.stderr, logs)
+    run = EltRun(proc.returncode, proc.stdout, proc.stderr, logs)
+    paths = [line["copy_path"] for line in run.find("ELT pipeline completed successfully")]
+    if paths and env.get("ELT_JOBS") == "1":
+        assert paths == ["streamed"], "ELT_JOBS=1 must always stream"
+    if paths and env.get("ELT_PARALLEL_MIN_MB") == "0" and env.get("ELT_JOBS") != "1":
+        # the parallel path, unless the job said why not
+        assert paths == ["parallel"] or run.find("Parallel copy not used"), run.stdout
+    return run
+
+
+# --- helpers for tests that hold a run at a known point (test_faults, test_parallel) ---
+
+SAFETY_NET_SECONDS = 180.0
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll until `condition` holds; fail (never pass) if it has not after a long safety net."""
+    deadline = time.monotonic() + SAFETY_NET_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for: {what}")
+        time.sleep(0.02)
+
+
+def elt_sessions(server: PgServer, condition: str = "true") -> int:
+    with server.connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            f"WHERE application_name = 'elt_pipeline' AND {condition}"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def start_job(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(job: subprocess.Popen[str], env: dict[str, str]) -> EltRun:
+    """Collect a started job's output with the same checks run_elt applies."""
+    stdout, stderr = job.communicate(timeout=SAFETY_NET_SECONDS)
+    logs = [json.loads(line) for line in stdout.splitlines()]
+    for secret in (env["SOURCE_POSTGRES_PASSWORD"], env["DESTINATION_POSTGRES_PASSWORD"]):
+        assert secret not in stdout
+        assert secret not in stderr
+    return EltRun(job.returncode, stdout, stderr, logs)
+
+
+def the_error(run: EltRun) -> dict[str, Any]:
+    """The one ERROR line of a failed run; it must say what to do."""
+    errors = run.errors()
+    assert len(errors) == 1, run.stdout
+    assert errors[0]["hint"]
+    assert errors[0]["exit_code"] == run.returncode
+    return errors[0]

@@ -11,16 +11,12 @@ Deadlines in `wait_until` are safety nets against a hang, never the signal.
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import socketserver
 import struct
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -28,58 +24,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import SCRIPT, SEED_COUNTS, Databases, EltRun, PgServer, run_elt
-
-SAFETY_NET_SECONDS = 180.0
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll until `condition` holds; fail (never pass) if it has not after a long safety net."""
-    deadline = time.monotonic() + SAFETY_NET_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for: {what}")
-        time.sleep(0.02)
-
-
-def elt_sessions(server: PgServer, condition: str = "true") -> int:
-    with server.connect() as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            f"WHERE application_name = 'elt_pipeline' AND {condition}"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def start_job(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(job: subprocess.Popen[str], env: dict[str, str]) -> EltRun:
-    """Collect a started job's output with the same checks run_elt applies."""
-    stdout, stderr = job.communicate(timeout=SAFETY_NET_SECONDS)
-    logs = [json.loads(line) for line in stdout.splitlines()]
-    for secret in (env["SOURCE_POSTGRES_PASSWORD"], env["DESTINATION_POSTGRES_PASSWORD"]):
-        assert secret not in stdout
-        assert secret not in stderr
-    return EltRun(job.returncode, stdout, stderr, logs)
-
-
-def the_error(run: EltRun) -> dict[str, Any]:
-    """The one ERROR line of a failed run; it must say what to do."""
-    errors = run.errors()
-    assert len(errors) == 1, run.stdout
-    assert errors[0]["hint"]
-    assert errors[0]["exit_code"] == run.returncode
-    return errors[0]
-
+from conftest import (
+    SEED_COUNTS,
+    Databases,
+    elt_sessions,
+    finish,
+    run_elt,
+    start_job,
+    the_error,
+    wait_until,
+)
 
 HOLD_LOAD = """
 CREATE SCHEMA guard;

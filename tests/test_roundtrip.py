@@ -299,10 +299,11 @@ def test_a_load_that_fails_halfway_leaves_the_destination_as_it_was(dbs: Databas
     assert run.returncode == 5
     (error,) = run.errors()
     assert "injected failure after the data load" in " ".join(error["stderr_tail"])
-    # It was halfway: every row was in.
-    assert "Data extraction completed successfully" in run.messages() or len(
-        run.find("Table copied")
-    ) == len(SEED_COUNTS)
+    # It was halfway: the rows were in (on the parallel path, film_actors' rows:
+    # its keys are built as soon as they are, while other tables may still copy).
+    assert "Data extraction completed successfully" in run.messages() or any(
+        line["table"].endswith("film_actors") for line in run.find("Table copied")
+    )
     assert dbs.destination.fingerprint("destination_db") == before
     assert dbs.counts(dbs.destination, "destination_db") == SEED_COUNTS
 

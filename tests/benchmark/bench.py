@@ -3,7 +3,7 @@
 A script that prints figures, not a test (pytest only collects test_*.py):
 
     .venv/bin/python tests/benchmark/bench.py --size-mb 100 [--runs 3]
-        [--methods job,documented,fd_j2,fc_pipe,pgcopydb] [--keep-servers]
+        [--methods job,job_stream,documented,fd_j2,fc_pipe,pgcopydb] [--keep-servers]
         [--validation full] [--json FILE]
 
 It starts two fresh PostgreSQL servers (source, destination) with PostgreSQL's
@@ -11,11 +11,19 @@ default durability settings, builds a synthetic source database of about
 --size-mb, then copies it with every method into a freshly emptied destination
 database, --runs times each, and prints one table: median wall seconds, MB/s,
 the job's time relative to each method, peak memory and whether the
-destination's row counts matched the source's.
+destination's row counts matched the source's; then, for the job's runs, the
+copy path taken, where its time went and how often it logged progress.
 
 Methods:
-  job         this project: elt/elt_script.py (pg_dump -Fc | pg_restore | psql, one
-              transaction, then validation at --validation)
+  job         this project: elt/elt_script.py with its default settings, then
+              validation at --validation. The job picks its copy path itself:
+              "parallel" (tables copied by ELT_JOBS workers into staging schemas,
+              then swapped in; validation figures taken per table during the
+              copy) for a source of at least ELT_PARALLEL_MIN_MB (default 64),
+              "streamed" (pg_dump -Fc | pg_restore | psql, one transaction,
+              validation after the copy) below that
+  job_stream  the same job with ELT_JOBS=1: always the streamed path, for
+              parallel against one stream side by side
   documented  the originally documented method: pg_dump to a plain file, then
               `psql -a -f file` with its output captured by the Python parent
   fd_j2       pg_dump -Fd -Z0 -j 2 to a directory, then pg_restore -j 2 -d
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -57,7 +66,13 @@ REPO = TESTS_DIR.parent
 sys.path.insert(0, str(TESTS_DIR))
 
 MB = 1024 * 1024
-METHODS = ("job", "documented", "fd_j2", "fc_pipe", "pgcopydb")
+METHODS = ("job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb")
+# The methods that run elt/elt_script.py, and the settings each adds to the
+# job's environment (on top of the tests' job environment, see Bench.worker_env).
+JOB_METHODS: dict[str, dict[str, str]] = {
+    "job": {},  # the job's defaults: it picks the copy path itself
+    "job_stream": {"ELT_JOBS": "1"},  # always the streamed path
+}
 SOURCE_DB = "source_db"
 DESTINATION_DB = "destination_db"
 SCHEMA = "shop"
@@ -698,6 +713,7 @@ def _method_pgcopydb(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 
 WORKER_METHODS: dict[str, Callable[[dict[str, Any], Path], dict[str, Any]]] = {
     "job": _method_job,
+    "job_stream": _method_job,  # the same, in an environment with ELT_JOBS=1
     "documented": _method_documented,
     "fd_j2": _method_fd_j2,
     "fc_pipe": _method_fc_pipe,
@@ -754,33 +770,91 @@ class RunResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+EXTRACTION_STARTED = "Starting data extraction from source database"
+COPY_PROGRESS = "Copy progress"
+LOAD_COMPLETED = "Data load completed successfully"
+
+
+def _when(line: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
+
+
+def _progress_figures(
+    logs: list[dict[str, Any]], start: dict[str, Any] | None, load: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The job's progress lines, and the longest gap between them in seconds.
+
+    The gap is over consecutive marks: the start of the extraction, every "Copy
+    progress" line, the end of the load (the parallel path builds indexes and
+    swaps after its last progress line, so that stretch counts too). None when
+    there is no progress line at all (older versions of the streamed path logged none).
+    """
+    progress = [x for x in logs if x.get("message") == COPY_PROGRESS]
+    out: dict[str, Any] = {
+        "progress_lines": len(progress),
+        "table_copied_lines": sum(1 for x in logs if x.get("message") == "Table copied"),
+        "progress_max_gap_s": None,
+        "progress_max_gap_at": None,
+    }
+    if start is not None and load is not None:
+        out["extraction_to_load_s"] = (_when(load) - _when(start)).total_seconds()
+    if progress:
+        marks = [("start of extraction", start)] if start is not None else []
+        marks += [(f"progress line {i}", line) for i, line in enumerate(progress, 1)]
+        if load is not None:
+            marks.append(("data load completed", load))
+        gaps = [
+            ((_when(b) - _when(a)).total_seconds(), f"{a_name} -> {b_name}")
+            for (a_name, a), (b_name, b) in itertools.pairwise(marks)
+        ]
+        if gaps:
+            out["progress_max_gap_s"], out["progress_max_gap_at"] = max(gaps)
+    return out
+
+
 def job_breakdown(logs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Copy and validation seconds from the job's JSON log lines."""
+    """Copy path, copy and validation seconds, and progress lines from the job's JSON log."""
 
     def first(message: str) -> dict[str, Any] | None:
         return next((x for x in logs if x.get("message") == message), None)
 
-    def when(line: dict[str, Any]) -> dt.datetime:
-        return dt.datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
-
-    load = first("Data load completed successfully")
+    planned = first("Parallel copy planned")
+    not_used = first("Parallel copy not used")
+    start = first(EXTRACTION_STARTED)
+    load = first(LOAD_COMPLETED)
     summary = first("Validation summary")
     done = first("ELT pipeline completed successfully")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        "elt_jobs": (first("Configuration loaded from environment") or {}).get("jobs"),
+        "parallel_not_used": None if not_used is None else str(not_used.get("reason")),
+    }
+    if done is not None:
+        out["copy_path"] = done.get("copy_path")
+    elif start is not None:  # a failed run: the path it was on
+        out["copy_path"] = "parallel" if planned is not None else "streamed"
     if load is not None:
-        # The pipeline's own duration: from starting pg_dump to psql's exit.
+        # The load's own duration. Streamed: from starting pg_dump to psql's exit.
+        # Parallel: planning, the workers' copy, the index builds and the swap.
         out["copy_s"] = float(load["duration_seconds"])
         if summary is not None:
-            # What validation adds after the load. Its source side runs during
-            # the copy, in the snapshot transaction, and is not in this figure.
-            out["validation_s"] = (when(summary) - when(load)).total_seconds()
+            # What validation adds after the load. Streamed: both sides' figures
+            # (the source's in the snapshot transaction). Parallel: the tables'
+            # figures were taken during the copy, so only the remainder.
+            out["validation_s"] = (_when(summary) - _when(load)).total_seconds()
         elif first("Validation skipped") is not None:
             out["validation_s"] = 0.0
+    out["validation_during_copy"] = out.get("copy_path") == "parallel" and summary is not None
     tables = [x for x in logs if x.get("message") in ("Table validated", "Table mismatch")]
-    # duration_ms per table is source + destination digest time.
+    # duration_ms per table is source + destination digest time, whenever it ran.
     out["table_digest_s"] = sum(int(x.get("duration_ms", 0)) for x in tables) / 1000
+    out.update(_progress_figures(logs, start, load))
     if done is not None:
         out["job_reported_s"] = float(done["duration_seconds"])
+        # The job's own figures: its bytes are COPY data as streamed (None
+        # where the job did not count them), its MB 10**6 bytes, unlike this
+        # script's.
+        for key in ("tables", "rows", "bytes", "mb_per_second"):
+            out[f"job_{key}"] = done.get(key)
     warnings = [str(x.get("message")) for x in logs if x.get("level") == "WARNING"]
     if warnings:
         out["warnings"] = warnings
@@ -801,12 +875,13 @@ class Bench:
         # A safety net per client tool: generous, since the machine is noisy.
         return max(900.0, 30.0 * float(self.args.size_mb))
 
-    def worker_env(self) -> dict[str, str]:
+    def worker_env(self, method: str) -> dict[str, str]:
         from conftest import Databases  # noqa: PLC0415
 
-        # Exactly the tests' job environment, validation level aside.
+        # Exactly the tests' job environment (no copy-path setting: the job's
+        # defaults), validation level and the method's own settings aside.
         env = Databases(self.source, self.destination, SOURCE_DB, DESTINATION_DB).env(
-            ELT_VALIDATION=self.args.validation
+            ELT_VALIDATION=self.args.validation, **JOB_METHODS.get(method, {})
         )
         for name in ("TMPDIR", "HOME"):
             if name in os.environ:
@@ -848,7 +923,7 @@ class Bench:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=self.worker_env(),
+            env=self.worker_env(method),
             text=True,
             start_new_session=True,
         )
@@ -893,7 +968,7 @@ class Bench:
         if method == "documented":
             single_kb = max(single_kb, int(data.get("self_maxrss_kb", 0)))
         details = {k: v for k, v in data.items() if k not in ("ok", "error", "logs", "seconds")}
-        if method == "job":
+        if method in JOB_METHODS:
             details.update(job_breakdown(data.get("logs", [])))
         result = RunResult(
             method=method,
@@ -955,10 +1030,8 @@ def summarize(bench: Bench, methods: Sequence[str]) -> list[dict[str, Any]]:
             "rows_match": all(r.rows_match for r in runs) if runs else None,
             "errors": sorted({r.error for r in runs if r.error}),
         }
-        if method == "job":
-            for key in ("copy_s", "validation_s", "table_digest_s"):
-                values = [r.details[key] for r in good if key in r.details]
-                row[key] = statistics.median(values) if values else None
+        if method in JOB_METHODS:
+            row.update(_job_summary(good))
         rows.append(row)
     job_wall = next((r["wall_s"] for r in rows if r["method"] == "job"), None)
     for row in rows:
@@ -966,8 +1039,76 @@ def summarize(bench: Bench, methods: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _job_summary(good: list[RunResult]) -> dict[str, Any]:
+    """The job breakdown over a job method's successful runs: medians, and maxima for gaps."""
+
+    def values(key: str) -> list[Any]:
+        return [r.details[key] for r in good if r.details.get(key) is not None]
+
+    def median(key: str) -> float | None:
+        found = values(key)
+        return statistics.median(found) if found else None
+
+    out: dict[str, Any] = {
+        key: median(key)
+        for key in (
+            "copy_s",
+            "validation_s",
+            "table_digest_s",
+            "extraction_to_load_s",
+            "job_mb_per_second",
+        )
+    }
+    # Normally one path and one setting for every run; "/" joins them if not.
+    out["copy_path"] = "/".join(sorted({str(v) for v in values("copy_path")})) or None
+    out["elt_jobs"] = "/".join(sorted({str(v) for v in values("elt_jobs")})) or None
+    out["parallel_not_used"] = sorted(set(values("parallel_not_used")))
+    out["validation_during_copy"] = any(values("validation_during_copy"))
+    out["table_copied_lines"] = values("table_copied_lines")  # per run
+    out["progress_lines"] = values("progress_lines")  # per run
+    # The worst run's longest gap: the claim is "a progress line at least every N s".
+    worst = max(good, key=lambda r: r.details.get("progress_max_gap_s") or -1.0, default=None)
+    if worst is not None and worst.details.get("progress_max_gap_s") is not None:
+        out["progress_max_gap_s"] = worst.details["progress_max_gap_s"]
+        out["progress_max_gap_at"] = f"run {worst.run}: {worst.details['progress_max_gap_at']}"
+    else:
+        out["progress_max_gap_s"] = out["progress_max_gap_at"] = None
+    return out
+
+
+def headline_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """job / best of (fd_j2, fc_pipe), job / documented and job / job_stream, where run.
+
+    A ratio is None when a method was run but had no successful run.
+    """
+    wall = {r["method"]: r["wall_s"] for r in rows}
+    job = wall.get("job")
+    out: dict[str, Any] = {}
+
+    def ratio(other: float | None) -> float | None:
+        return job / other if job and other else None
+
+    if "job" not in wall:
+        return out
+    if "fd_j2" in wall and "fc_pipe" in wall:
+        tools = {m: wall[m] for m in ("fd_j2", "fc_pipe")}
+        timed = {m: w for m, w in tools.items() if w}
+        best = min(timed, key=lambda m: timed[m]) if len(timed) == len(tools) else None
+        out["best_of_fd_j2_fc_pipe"] = best
+        out["job_over_best_of_fd_j2_fc_pipe"] = ratio(timed[best]) if best else None
+    if "documented" in wall:
+        out["job_over_documented"] = ratio(wall["documented"])
+    if "job_stream" in wall:
+        out["job_over_job_stream"] = ratio(wall["job_stream"])
+    return out
+
+
 def print_report(
-    header: dict[str, Any], settings: str, bench: Bench, rows: list[dict[str, Any]]
+    header: dict[str, Any],
+    settings: str,
+    bench: Bench,
+    rows: list[dict[str, Any]],
+    ratios: dict[str, Any],
 ) -> None:
     src = bench.source_info
     print(
@@ -1008,6 +1149,18 @@ def print_report(
             f"{_fmt(row['sampled_peak_proc_mb'], '.1f'):>7} {_fmt(row['peak_tree_mb'], '.1f'):>13} "
             f"{match:>5}  {', '.join(f'{w:.2f}' for w in row['walls'])}"
         )
+    if "job_over_best_of_fd_j2_fc_pipe" in ratios:
+        best = ratios["best_of_fd_j2_fc_pipe"]
+        print(
+            f"job / best of (fd_j2, fc_pipe) = {_fmt(ratios['job_over_best_of_fd_j2_fc_pipe'])}"
+            + (f" (best: {best})" if best else "")
+        )
+    if "job_over_documented" in ratios:
+        print(f"job / documented = {_fmt(ratios['job_over_documented'])}")
+    if "job_over_job_stream" in ratios:
+        print(
+            f"job / job_stream = {_fmt(ratios['job_over_job_stream'])} (job's copy path: see below)"
+        )
     print(
         "peak proc MB: largest single client process, rusage ru_maxrss (exact, but never "
         "below the ~18 MB Python process that started it); sampled: the same from /proc "
@@ -1016,18 +1169,8 @@ def print_report(
         "processes are not counted."
     )
     for row in rows:
-        if row["method"] == "job" and row.get("copy_s"):
-            copy_s, validation_s = row["copy_s"], row.get("validation_s")
-            share = f"{100 * validation_s / copy_s:.1f}%" if validation_s is not None else "-"
-            rest = row["wall_s"] - copy_s - (validation_s or 0.0)
-            print(
-                f"job (medians): copy {copy_s:.2f} s (pipeline duration logged with 'Data load "
-                f"completed successfully'); validation {_fmt(validation_s)} s after it, up to "
-                f"'Validation summary' (= {share} of the copy time);\n  the rest {rest:.2f} s "
-                "(Python start-up, connections, snapshot); per-table digest time logged, "
-                f"source + destination: {_fmt(row.get('table_digest_s'))} s (both sides run "
-                "at once, after the copy)"
-            )
+        if row["method"] in JOB_METHODS and row.get("copy_s") is not None:
+            print_job_breakdown(row)
     for r in bench.results:
         if r.error or r.row_diffs or r.details.get("sql_errors") or r.details.get("warnings"):
             print(
@@ -1041,6 +1184,65 @@ def print_report(
                 f"documented run {r.run}: dump file {r.details['dump_file_bytes'] / MB:.1f} MB, "
                 f"psql output held in memory {r.details['captured_bytes'] / MB:.1f} MB"
             )
+
+
+def print_job_breakdown(row: dict[str, Any]) -> None:
+    """Where a job method's time went, and its progress lines (see job_breakdown)."""
+    method, path = row["method"], row["copy_path"] or "?"
+    parallel = path == "parallel"
+    added = JOB_METHODS[method]
+    setting = " ".join(f"{k}={v}" for k, v in added.items()) or "default settings"
+    copy_s, validation_s = row["copy_s"], row.get("validation_s")
+    share = f"{100 * validation_s / copy_s:.1f}%" if validation_s is not None and copy_s else "-"
+    rest = row["wall_s"] - copy_s - (validation_s or 0.0)
+    what = (
+        "planning, the workers' copy, index builds and the swap"
+        if parallel
+        else "from starting pg_dump to psql's exit"
+    )
+    logged = row.get("job_mb_per_second")
+    print(
+        f"{method} (medians): copy path {path} ({setting}, jobs={row['elt_jobs'] or '?'}); "
+        f"copy {copy_s:.2f} s ({what}; logged with 'Data load completed successfully')"
+        + (
+            f"; the job's own logged figure {logged:.1f} MB/s (COPY data over the whole "
+            "job's duration, in MB of 10**6 bytes)"
+            if logged
+            else ""
+        )
+        + ";"
+    )
+    if row.get("validation_during_copy"):
+        print(
+            f"  validation: the tables' figures were taken DURING the copy, so only the "
+            f"remainder is after it: {_fmt(validation_s)} s, up to 'Validation summary' "
+            f"(= {share} of the copy time); per-table digest time logged, source + "
+            f"destination: {_fmt(row.get('table_digest_s'))} s (mostly inside the copy time)"
+        )
+    else:
+        print(
+            f"  validation {_fmt(validation_s)} s after it, up to 'Validation summary' "
+            f"(= {share} of the copy time); per-table digest time logged, source + "
+            f"destination: {_fmt(row.get('table_digest_s'))} s (both sides run at once, "
+            "after the copy)"
+        )
+    for reason in row.get("parallel_not_used") or []:
+        print(f"  parallel copy not used: {reason}")
+    print(f"  the rest {rest:.2f} s (Python start-up, connections, snapshot)")
+    counts = row.get("progress_lines") or []
+    if any(counts):
+        copied = ", ".join(str(n) for n in row.get("table_copied_lines") or [])
+        print(
+            f"  progress: {', '.join(str(n) for n in counts)} 'Copy progress' line(s) per run, "
+            f"{copied} 'Table copied' line(s); longest gap {row['progress_max_gap_s']:.2f} s "
+            f"({row['progress_max_gap_at']}), over the start of the extraction, every "
+            "progress line and the end of the load"
+        )
+    else:
+        print(
+            f"  progress lines: none (the start of the extraction to 'Data load completed "
+            f"successfully' took {_fmt(row.get('extraction_to_load_s'))} s without one)"
+        )
 
 
 # --- main -----------------------------------------------------------------------
@@ -1089,8 +1291,9 @@ def benchmark(args: argparse.Namespace, source: PgServer, destination: PgServer)
                 r = bench.run_once(method, run)
                 print(f"{r.wall_s:.2f} s{'' if r.ok else ' FAILED'}", flush=True)
     rows = summarize(bench, methods)
+    ratios = headline_ratios(rows)
     print()
-    print_report(header, settings, bench, rows)
+    print_report(header, settings, bench, rows, ratios)
     if args.json:
         document = {
             "machine": header,
@@ -1098,6 +1301,7 @@ def benchmark(args: argparse.Namespace, source: PgServer, destination: PgServer)
             "source": asdict(info),
             "arguments": {k: v for k, v in vars(args).items() if k != "json"},
             "summary": rows,
+            "ratios": ratios,
             "runs": [asdict(r) for r in bench.results],
         }
         args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
