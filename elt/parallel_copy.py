@@ -75,7 +75,6 @@ from validate import (
 Connection = psycopg.Connection[tuple[object, ...]]
 
 STAGING_PREFIX = "elt_staging_"
-LOCK_KEY = 4541524  # the key elt/sql/replace_schemas.sql takes: "ELT"
 BUSY_MARKER = "another ELT run is loading this destination"
 FIRST_USER_OID = 16384  # FirstNormalObjectId
 
@@ -189,8 +188,11 @@ def parse_toc(listing: str) -> list[TocEntry]:
     return entries
 
 
-def staging_names(schemas: Sequence[str]) -> dict[str, str]:
-    return {schema: f"{STAGING_PREFIX}{i}" for i, schema in enumerate(schemas)}
+def staging_names(schemas: Sequence[str], run_id: int) -> dict[str, str]:
+    """Staging schema per source schema, unique to this run (`run_id`: the
+    coordinator's backend PID): should this run lose its lock, another run
+    can never load into, or swap in, this run's tables."""
+    return {schema: f"{STAGING_PREFIX}{run_id}_{i}" for i, schema in enumerate(schemas)}
 
 
 def scratch_database_name(destination_oid: int) -> str:
@@ -266,7 +268,7 @@ def copy_out_argv(db: DatabaseSettings, snapshot_id: str, table: CopyTable) -> l
         "-c",
         "SET TRANSACTION SNAPSHOT '" + snapshot_id.replace("'", "''") + "'",
         "-c",
-        f"COPY {quote_ident(table.schema)}.{quote_ident(table.name)} ({table.column_list}) "
+        f"COPY {quote_ident(table.schema)}.{quote_ident(table.name)}{table.column_list} "
         f"TO STDOUT (FORMAT {table.format})",
         "-c",
         "COMMIT",
@@ -291,7 +293,7 @@ def copy_in_argv(db: DatabaseSettings, staging_schema: str, table: CopyTable) ->
         "-c",
         f"TRUNCATE {target}",
         "-c",
-        f"COPY {target} ({table.column_list}) FROM STDIN (FORMAT {table.format}, FREEZE)",
+        f"COPY {target}{table.column_list} FROM STDIN (FORMAT {table.format}, FREEZE)",
         "-c",
         f"\\echo {ROWS_MARKER}:ROW_COUNT",
         "-c",
@@ -359,7 +361,8 @@ def _run(argv: list[str], env: dict[str, str], stdin: bytes, listing: str | None
             read_fd = -1
             # A TOC list is small (one line per object): it fits the pipe buffer
             # for all but huge schemas, and a writer thread covers those.
-            writer = threading.Thread(target=_write_all, args=(write_fd, listing.encode()))
+            data = listing.encode("utf-8", "surrogateescape")  # see _listing()
+            writer = threading.Thread(target=_write_all, args=(write_fd, data))
             writer.start()
             write_fd = -1
         out, err = proc.communicate(stdin)
@@ -378,6 +381,13 @@ def _run(argv: list[str], env: dict[str, str], stdin: bytes, listing: str | None
             argv[0], proc.returncode, err.decode("utf-8", "replace").splitlines()[-20:]
         )
     return out
+
+
+def _listing(out: bytes) -> str:
+    """pg_restore --list output as text. Names in it are in the archive's encoding,
+    which need not be UTF-8; surrogateescape keeps every byte, so a line goes
+    back to pg_restore unchanged (it only reads the leading dump ID anyway)."""
+    return out.decode("utf-8", "surrogateescape")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -403,6 +413,7 @@ class CopyTable:
     size: int
     columns: tuple[str, ...]
     binary: bool
+    oid_columns: tuple[str, ...] = ()  # see elt/sql/copy_tables.sql
 
     @property
     def label(self) -> str:
@@ -410,7 +421,11 @@ class CopyTable:
 
     @property
     def column_list(self) -> str:
-        return ", ".join(quote_ident(c) for c in self.columns)
+        """` (a, b)`, or nothing for a table without copyable columns (it can still
+        hold rows, and `COPY t ()` is a syntax error)."""
+        if not self.columns:
+            return ""
+        return " (" + ", ".join(quote_ident(c) for c in self.columns) + ")"
 
     @property
     def format(self) -> str:
@@ -446,6 +461,7 @@ class Plan:
     sequences: list[tuple[str, str, int, bool]]  # staging schema, name, value, is_called
     matviews: list[tuple[str, str]]  # staging names, refresh order
     encoding: str  # the source database's: text-format COPY data travels in it
+    archive_encoding: str  # the destination database's: the staging archive's SQL is in it
     source_version: int
     destination_version: int
     validation: ValidationLevel = ValidationLevel.OFF
@@ -535,7 +551,15 @@ def check_tasks(tables: list[CopyTable]) -> list[Task]:
     so they take no lock that matters to the builds.
     """
     return [
-        Task(f"{kind}:{t.label}", kind, t, deps={_copy_key(t)}, rank=(1, -t.size))
+        Task(
+            f"{kind}:{t.label}",
+            kind,
+            t,
+            deps={_copy_key(t)},
+            rank=(1, -t.size),
+            # Reading the staging table conflicts with ADD CONSTRAINT's lock.
+            locks={t.label: False} if kind == "check_destination" else {},
+        )
         for t in tables
         for kind in ("check_source", "check_destination")
     ]
@@ -687,6 +711,13 @@ class Worker(threading.Thread):
                     with contextlib.suppress(psycopg.Error):
                         conn.close()
 
+    def kill(self) -> None:
+        """SIGKILL this worker's psql processes (when cancel() was not enough)."""
+        with self._lock:
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.kill()
+
     def cancel(self) -> None:
         """Stop whatever runs now (called from the main thread)."""
         with self._lock:
@@ -715,6 +746,8 @@ class Worker(threading.Thread):
     def _check(self, task: Task) -> None:
         table, plan = task.table, self.plan
         name = (table.schema, table.name)
+        if self.cancelled:
+            raise _Cancelled
         try:
             if task.kind == "check_source":
                 conn = self._source()
@@ -749,37 +782,41 @@ class Worker(threading.Thread):
         return self.checker
 
     def _destination(self) -> Connection:
+        """A destination session for index and key builds."""
         if self.destination is None:
             conn = connect(self.settings.destination, self.settings)
             with self._lock:
                 self.destination = conn
             conn.execute(read_sql("no_timeouts.sql"))
             conn.execute(read_sql("copy_session.sql"))
-            conn.execute(
-                "SELECT pg_catalog.set_config('client_encoding', %s, false)", (self.plan.encoding,)
-            )
+            # The entries' SQL is in the staging archive's encoding: the
+            # destination database's (the scratch database was created with it).
+            conn.execute(_SET_ENCODING, (self.plan.archive_encoding,))
             # Durability is kept by the swap's synchronous commit, which flushes
             # the WAL of every commit before it (see the module docstring).
             conn.execute("SET synchronous_commit = off")
+            # Each build is one process: parallel index workers would only fight
+            # the other workers (and the slowest build) for the same cores.
+            conn.execute("SET max_parallel_maintenance_workers = 0")
             conn.commit()
         return self.destination
 
     def _source(self) -> Connection:
+        """A source session in the exported snapshot, for validation figures."""
         if self.source is None:
             conn = connect(self.settings.source, self.settings)
             with self._lock:
                 self.source = conn
             conn.execute(read_sql("no_timeouts.sql"))
-            conn.execute(read_sql("copy_session.sql"))
-            conn.execute(
-                "SELECT pg_catalog.set_config('client_encoding', %s, false)", (self.plan.encoding,)
-            )
             conn.commit()
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             conn.execute(
                 sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot_id))
             )
+            # The same settings as the destination's figures (_checker): the
+            # text form of many types depends on them (TimeZone, say).
+            prepare_session(conn)
         return self.source
 
     def _copy(self, table: CopyTable) -> None:
@@ -794,7 +831,7 @@ class Worker(threading.Thread):
         self.progress.table_started(table.label, table.size)
         try:
             out, into = self._start_pair(table)
-            tails = self._relay(table, out, into)
+            tails, loader_gone = self._relay(table, out, into)
         finally:
             with self._lock:
                 for proc in self._procs:
@@ -804,10 +841,13 @@ class Worker(threading.Thread):
                 self._procs = []
         if self.cancelled:
             raise _Cancelled
+        # Whoever failed first is to blame: a source cut short mid-row also
+        # makes the loading side fail ("unexpected EOF"), and a loading side
+        # that failed made us stop the source.
+        if out.returncode != 0 and not loader_gone:
+            raise _SourceFailed(tails[0].lines)
         if into.returncode != 0:
             raise _ToolFailed("psql", into.returncode, tails[1].lines)
-        if out.returncode != 0:
-            raise _SourceFailed(tails[0].lines)
         rows = next(
             (
                 int(line[len(ROWS_MARKER) :])
@@ -847,19 +887,26 @@ class Worker(threading.Thread):
 
     def _relay(
         self, table: CopyTable, out: subprocess.Popen[bytes], into: subprocess.Popen[bytes]
-    ) -> list[OutputTail]:
-        """Move the bytes until the source side ends; returns the three output tails."""
+    ) -> tuple[list[OutputTail], bool]:
+        """Move the bytes until the source side ends.
+
+        Returns the three output tails, and whether the loading side went away
+        first (then the source psql is stopped at once: it would otherwise read
+        the rest of the table from the server before noticing).
+        """
         assert out.stdout is not None
         assert into.stdin is not None
         streams = (out.stderr, into.stderr, into.stdout)
         tails = [OutputTail(s) for s in streams if s is not None]
         for tail in tails:
             tail.start()
+        loader_gone = False
         try:
             while moved := os.splice(out.stdout.fileno(), into.stdin.fileno(), 1 << 20):
                 self.progress.add_bytes(table.label, moved)
         except BrokenPipeError:
-            pass  # psql loading it has exited: its exit code says why
+            loader_gone = True  # psql loading it has exited: its exit code says why
+            out.kill()
         finally:
             out.stdout.close()
             into.stdin.close()
@@ -867,12 +914,14 @@ class Worker(threading.Thread):
         into.wait()
         for tail in tails:
             tail.join()
-        return tails
+        return tails, loader_gone
 
     def _build(self, entry: TocEntry) -> None:
         started = time.monotonic()
-        statement = entry_sql(self.plan, [entry], self.settings)
         destination = self._destination()
+        statement = entry_sql(self.plan, [entry], self.settings, destination.info.encoding)
+        if self.cancelled:
+            raise _Cancelled
         destination.execute(statement)
         destination.commit()
         self.progress.logger.debug(
@@ -881,7 +930,7 @@ class Worker(threading.Thread):
         )
 
 
-def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings) -> str:
+def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding: str) -> str:
     """The SQL pg_restore writes for these entries, minus psql's \\restrict lines.
 
     Those two lines (PostgreSQL 17.6/15.14+) are psql meta-commands that keep a
@@ -894,7 +943,7 @@ def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings) -> str:
         child_env(None, settings.connect_timeout_seconds),
         plan.archive,
         "".join(e.line + "\n" for e in entries),
-    ).decode("utf-8")
+    ).decode(encoding)
     lines = []
     for line in out.splitlines():
         if line.startswith(("\\restrict ", "\\unrestrict ")):
@@ -936,8 +985,15 @@ def _load_error(message: str, exc: BaseException) -> LoadError:
 def source_tables(snapshot: Connection, schemas: Sequence[str]) -> list[CopyTable]:
     rows = snapshot.execute(read_sql("copy_tables.sql"), {"schemas": list(schemas)})
     return [
-        CopyTable(str(s), str(n), int(str(size)), tuple(str(c) for c in cols), bool(binary))  # type: ignore[attr-defined]
-        for s, n, size, cols, binary in rows
+        CopyTable(
+            str(schema),
+            str(name),
+            int(str(size)),
+            tuple(str(c) for c in columns),  # type: ignore[attr-defined]
+            bool(binary),
+            tuple(str(c) for c in oid_columns),  # type: ignore[attr-defined]
+        )
+        for schema, name, size, columns, binary, oid_columns in rows
     ]
 
 
@@ -948,12 +1004,14 @@ class Coordinator:
         self.settings = settings
         self.logger = logger
         self.conn = connect(settings.destination, settings, autocommit=True)
-        self.conn.execute(read_sql("no_timeouts.sql"))
-        row = self.conn.execute(
-            "SELECT pg_catalog.pg_try_advisory_lock(%s), d.oid, d.encoding, d.datcollate, "
-            "d.datctype FROM pg_catalog.pg_database AS d WHERE d.datname = current_database()",
-            (LOCK_KEY,),
-        ).fetchone()
+        try:
+            self.conn.execute(read_sql("no_timeouts.sql"))
+            row = self.conn.execute(read_sql("coordinator_lock.sql")).fetchone()
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise _load_error(
+                "Preparing the parallel copy failed; nothing was changed", exc
+            ) from None
         assert row is not None
         if not row[0]:
             self.conn.close()
@@ -963,10 +1021,7 @@ class Coordinator:
                 hint="Wait for the other run to finish, then run again.",
             )
         self.scratch = scratch_database_name(int(str(row[1])))
-        self.encoding = str(
-            self.conn.execute("SELECT pg_catalog.pg_encoding_to_char(%s)", (row[2],)).fetchone()[0]  # type: ignore[index]
-        )
-        self.collate, self.ctype = str(row[3]), str(row[4])
+        self.encoding, self.collate, self.ctype = str(row[2]), str(row[3]), str(row[4])
         self.staging: list[str] = []
 
     def close(self) -> None:
@@ -1020,6 +1075,28 @@ class Coordinator:
             ) from None
 
 
+def check_eligible(
+    entries: list[TocEntry],
+    extras: list[tuple[object, ...]],
+    tables: list[CopyTable],
+    schemas: list[str],
+) -> None:
+    """Raise NotEligible, naming why, for a source the staging design cannot copy."""
+    unsupported = sorted({e.kind for e in entries if e.kind not in STAGEABLE})
+    if unsupported:
+        raise NotEligible(f"the source has objects of type {', '.join(unsupported)}")
+    if any(row[0] == "L" for row in extras):
+        raise NotEligible("the source has large objects")
+    with_oids = [f"{t.label}.{c}" for t in tables for c in t.oid_columns]
+    if with_oids:
+        raise NotEligible(
+            "columns of OID alias types (regclass, regtype, ...) name objects that the "
+            f"swap would move: {', '.join(with_oids[:5])}"
+        )
+    if any(s.startswith(STAGING_PREFIX) for s in schemas):
+        raise NotEligible(f"a source schema name starts with {STAGING_PREFIX}")
+
+
 def plan(
     settings: Settings,
     *,
@@ -1032,16 +1109,10 @@ def plan(
     env_source = child_env(settings.source, settings.connect_timeout_seconds)
     env_destination = child_env(settings.destination, settings.connect_timeout_seconds)
     source_archive = _run(schema_dump_argv(settings.source, snapshot_id, []), env_source, b"")
-    listing = _run(["pg_restore", "--list"], env_source, source_archive).decode()
-    unsupported = sorted({e.kind for e in parse_toc(listing) if e.kind not in STAGEABLE})
+    listing = _listing(_run(["pg_restore", "--list"], env_source, source_archive))
     extras = snapshot.execute(read_sql("source_extras.sql"), {"schemas": schemas}).fetchall()
-    if unsupported:
-        raise NotEligible(f"the source has objects of type {', '.join(unsupported)}")
-    if any(kind == "L" for kind, _, _ in extras):
-        raise NotEligible("the source has large objects")
-    if any(s.startswith(STAGING_PREFIX) for s in schemas):
-        raise NotEligible(f"a source schema name starts with {STAGING_PREFIX}")
-    staged = staging_names(schemas)
+    check_eligible(parse_toc(listing), extras, tables, schemas)
+    staged = staging_names(schemas, coordinator.conn.info.backend_pid)
 
     coordinator.remove_leftovers()  # only now: a source that is not eligible changes nothing
     coordinator.create_scratch()
@@ -1054,9 +1125,18 @@ def plan(
             settings.destination.user,
             settings.destination.password,
         )
-        with connect(scratch, settings, autocommit=True) as conn:
-            # template0's public carries a stock comment that is not the source's.
-            conn.execute("COMMENT ON SCHEMA public IS NULL")
+        try:
+            conn = connect(scratch, settings, autocommit=True)
+        except ConnectionFailed as exc:  # pg_hba.conf may allow destination_db only
+            raise NotEligible(
+                f"DESTINATION_POSTGRES_USER cannot log in to the scratch database "
+                f"{coordinator.scratch} ({' '.join(exc.stderr_tail)[:200]})"
+            ) from None
+        with conn:
+            # template0's public carries a stock comment that is not the source's
+            # (only its owner may drop it: before PostgreSQL 15, a superuser).
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                conn.execute("COMMENT ON SCHEMA public IS NULL")
             _run(
                 schema_restore_argv(
                     settings.destination,
@@ -1076,13 +1156,17 @@ def plan(
             archive = _run(
                 schema_dump_argv(scratch, None, list(staged.values())), env_destination, b""
             )
-            entries = parse_toc(_run(["pg_restore", "--list"], env_destination, archive).decode())
+            entries = parse_toc(_listing(_run(["pg_restore", "--list"], env_destination, archive)))
             post_ids = {
                 e.dump_id
                 for e in parse_toc(
-                    _run(
-                        ["pg_restore", "--list", "--section=post-data"], env_destination, archive
-                    ).decode()
+                    _listing(
+                        _run(
+                            ["pg_restore", "--list", "--section=post-data"],
+                            env_destination,
+                            archive,
+                        )
+                    )
                 )
             }
             post_data = [e for e in entries if e.dump_id in post_ids]
@@ -1129,6 +1213,7 @@ def plan(
         sequences,
         matviews,
         encoding,
+        coordinator.encoding,
         *versions,
         validation=settings.validation,
         record_hash=min(versions) >= RECORD_HASH_MIN_VERSION,
@@ -1197,8 +1282,13 @@ def copy(
     schemas: list[str],
     tables: list[CopyTable],
     logger: logging.Logger,
+    hold: contextlib.ExitStack,
 ) -> CopyStats:
-    """Copy in parallel and swap in; raise NotEligible (nothing changed) or an EltError."""
+    """Copy in parallel and swap in; raise NotEligible (nothing changed) or an EltError.
+
+    After a successful swap the run's lock stays held until `hold` closes: the
+    caller validates first, so no other run can replace what it measures.
+    """
     started = time.monotonic()
     coordinator = Coordinator(settings, logger)
     swapped = False
@@ -1212,11 +1302,7 @@ def copy(
                 schemas=schemas,
                 tables=tables,
             )
-        except _ToolFailed as exc:
-            raise _load_error(
-                "Planning the parallel copy failed; nothing was changed", exc
-            ) from None
-        except psycopg.Error as exc:
+        except (_ToolFailed, psycopg.Error) as exc:
             raise _load_error(
                 "Planning the parallel copy failed; nothing was changed", exc
             ) from None
@@ -1242,13 +1328,13 @@ def copy(
                 child_env(settings.destination, settings.connect_timeout_seconds),
                 the_plan.archive,
             )
-        except _ToolFailed as exc:
+            unstaged = {v: k for k, v in the_plan.staged.items()}
+            the_plan.destination_listed = {
+                (unstaged[str(r[0])], str(r[1])): r
+                for r in list_relations(coordinator.conn, list(unstaged))
+            }
+        except (_ToolFailed, psycopg.Error) as exc:
             raise _load_error("Creating the staging schemas failed", exc) from None
-        unstaged = {v: k for k, v in the_plan.staged.items()}
-        the_plan.destination_listed = {
-            (unstaged[str(r[0])], str(r[1])): r
-            for r in list_relations(coordinator.conn, list(unstaged))
-        }
         stats = _copy_rows(settings, snapshot, snapshot_id, the_plan, logger)
         try:
             _finish_staging(settings, coordinator, the_plan)
@@ -1261,6 +1347,13 @@ def copy(
                 raise LoadError(
                     "Another ELT run is loading this destination database right now",
                     hint="Wait for the other run to finish, then run again.",
+                ) from None
+            if isinstance(exc, psycopg.OperationalError):
+                raise LoadError(
+                    "The connection broke during the swap: it may or may not have been applied",
+                    hint="Run again once the destination is reachable: a re-run replaces the "
+                    "copy either way. Read stderr_tail for the cause.",
+                    stderr_tail=message_lines(exc),
                 ) from None
             raise LoadError(
                 "Swapping the new copy in failed; the swap was rolled back",
@@ -1292,9 +1385,11 @@ def copy(
             the_plan.destination_figures,
         )
     finally:
-        if not swapped:
+        if swapped:
+            hold.callback(coordinator.close)
+        else:
             _clean_up(coordinator, logger)
-        coordinator.close()
+            coordinator.close()
 
 
 def _clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:
@@ -1302,10 +1397,12 @@ def _clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:
         if coordinator.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             coordinator.conn.rollback()
         # Whatever of this run still runs on the destination (a COPY whose psql
-        # was killed, say) would hold locks on the staging tables. While this
-        # session holds the run's lock, every session of the job's name in
-        # this database is this run's own.
-        coordinator.conn.execute(read_sql("end_own_sessions.sql"), {"name": APPLICATION_NAME})
+        # was killed, say) would hold locks on the staging tables.
+        if coordinator.staging:
+            coordinator.conn.execute(
+                read_sql("end_own_sessions.sql"),
+                {"name": APPLICATION_NAME, "schemas": coordinator.staging},
+            )
         coordinator.drop_schemas(coordinator.staging)
         coordinator.drop_scratch()
     except psycopg.Error as exc:
@@ -1347,11 +1444,7 @@ def _copy_rows(
         scheduler.stop()
         raise
     finally:
-        if scheduler.stopped:
-            for worker in workers:
-                worker.cancel()
-        for worker in workers:
-            worker.join()
+        _stop_workers(workers, stopping=scheduler.stopped)
         progress.stop()
     if scheduler.error is not None:
         raise _classify(scheduler.error)
@@ -1365,34 +1458,59 @@ def _copy_rows(
     )
 
 
+def _stop_workers(workers: list[Worker], *, stopping: bool) -> None:
+    """Join the workers; when stopping, cancel again until each has ended.
+
+    A cancel can land between two statements and be missed, and psql ignores
+    SIGINT between its commands: so the cancel is repeated, and after a few
+    rounds the psql processes are killed (the clean-up then ends their
+    sessions on the destination).
+    """
+    rounds = 0
+    while alive := [w for w in workers if w.is_alive()]:
+        for worker in alive:
+            if stopping:
+                worker.cancel()
+                if rounds >= 5:
+                    worker.kill()
+            worker.join(timeout=1.0)
+        rounds += 1
+
+
 def _classify(error: BaseException) -> EltError | BaseException:
+    """The EltError a worker's failure is reported as (anything else is a bug)."""
+    result: EltError | BaseException = error
     if isinstance(error, ConnectionFailed):
         # A worker's login failing mid-run: the server went away after the job
         # had connected, which is a failed extract or load, not a setup problem.
         failed = ExtractError if error.context.get("database") == "source" else LoadError
-        return failed(
+        result = failed(
             f"{error.message} during the parallel copy; nothing was changed",
             hint="Read stderr_tail. Check that the server is up, then run again; "
             "the destination's schemas are unchanged.",
             stderr_tail=error.stderr_tail,
         )
-    if isinstance(error, EltError):
-        return error
-    if isinstance(error, _SourceFailed):
-        return ExtractError(
+    elif isinstance(error, _SourceFailed):
+        result = ExtractError(
             "Reading a table from the source failed; nothing was committed",
             hint="Read stderr_tail. Check that the source is up and that "
             "SOURCE_POSTGRES_USER may read every table; the destination is unchanged.",
             stderr_tail=error.stderr_tail,
         )
-    if isinstance(error, _CheckFailed):
-        return ValidationFailed(
+    elif isinstance(error, _CheckFailed):
+        result = ValidationFailed(
             f"Validation could not be completed: the {error.side} figures could not be "
             "computed; nothing was changed",
             hint="Read stderr_tail, fix the cause (connection, permissions) and run again. "
             "The destination's schemas are unchanged.",
             stderr_tail=message_lines(error.error),
         )
-    if isinstance(error, psycopg.Error | _ToolFailed):
-        return _load_error("Loading the staging schemas failed", error)
-    return error
+    elif isinstance(error, OSError):
+        result = LoadError(
+            f"Starting a client tool failed: {error}",
+            hint="Install the PostgreSQL client tools (psql, pg_dump, pg_restore) of the "
+            "destination's major version, or put them on PATH.",
+        )
+    elif isinstance(error, psycopg.Error | _ToolFailed):
+        result = _load_error("Loading the staging schemas failed", error)
+    return result

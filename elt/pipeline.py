@@ -278,7 +278,8 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     started = time.monotonic()
     _wait_and_login(settings, logger)
     level = settings.validation
-    with SourceSnapshot.open(settings) as snapshot:
+    # Holds the parallel copy's lock on the destination until validation is done.
+    with contextlib.ExitStack() as hold, SourceSnapshot.open(settings) as snapshot:
         try:
             schemas = snapshot.schemas()
             if level is not ValidationLevel.OFF:
@@ -294,7 +295,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                 hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
                 stderr_tail=message_lines(exc),
             ) from None
-        copied = _copy_in_parallel(settings, snapshot, schemas, logger)
+        copied = _copy_in_parallel(settings, snapshot, schemas, logger, hold)
         path = "streamed" if copied is None else "parallel"
         if copied is None:
             streamed = copy(
@@ -341,7 +342,11 @@ def _source_sizes(snapshot: SourceSnapshot, schemas: list[str]) -> dict[str, int
 
 
 def _copy_in_parallel(
-    settings: Settings, snapshot: SourceSnapshot, schemas: list[str], logger: logging.Logger
+    settings: Settings,
+    snapshot: SourceSnapshot,
+    schemas: list[str],
+    logger: logging.Logger,
+    hold: contextlib.ExitStack,
 ) -> parallel_copy.CopyStats | None:
     """The parallel copy when it pays off and the source allows it; None: stream instead."""
     if settings.jobs < 2:
@@ -380,6 +385,7 @@ def _copy_in_parallel(
             schemas=schemas,
             tables=tables,
             logger=logger,
+            hold=hold,
         )
     except parallel_copy.NotEligible as why:
         logger.info("Parallel copy not used", extra={"reason": str(why)})

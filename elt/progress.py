@@ -126,41 +126,81 @@ class CopyScanner:
     `COPY schema.table (...) FROM stdin;`, one line per row, then `\\.`. The
     relay (processes.Pipeline) hands every chunk to feed() on its way to psql,
     so rows and bytes are exact and a table is done when its block has passed.
-    Only complete lines are scanned; inside a block the scan is C-speed
-    (bytes.find and bytes.count), not per row in Python.
+
+    Memory stays bounded whatever the rows: inside a block only the last two
+    bytes are carried between chunks (a terminator split across them), and the
+    scan is C-speed (bytes.find and bytes.count), not per row in Python.
+    Outside blocks, a partial line is carried only while it can still be a
+    `COPY` header, and never beyond MAX_HEADER bytes.
     """
 
     _END = b"\\.\n"
+    MAX_HEADER = 1 << 20
 
     def __init__(self, progress: Progress, sizes: dict[str, int]) -> None:
         self.progress = progress
         self.sizes = sizes  # "schema.table" (unquoted) -> size on the source's disk
-        self._tail = b""
+        self._carry = b""  # bytes held back until the next chunk
+        self._line_start = True  # the next byte starts a line
         self._table: str | None = None
         self._rows = 0
         self._started = 0.0
 
     def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk if self._tail else chunk
-        end = data.rfind(b"\n") + 1  # complete lines only; the rest waits
-        self._tail = data[end:]
-        pos = 0
+        data = self._carry + chunk if self._carry else chunk
+        self._carry = b""
+        pos, end = 0, len(data)
         while pos < end:
-            if self._table is None:
-                eol = data.find(b"\n", pos, end)
-                line = data[pos:eol]
-                pos = eol + 1
-                if line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
-                    self._begin(line.split(b" ", 2)[1].decode("utf-8", "replace"))
-            elif data.startswith(self._END, pos):
-                pos += len(self._END)
-                self._finish()
+            pos = self._data(data, pos) if self._table is not None else self._header(data, pos)
+
+    def _header(self, data: bytes, pos: int) -> int:
+        """Outside a block: read one line; returns where the next one starts."""
+        eol = data.find(b"\n", pos)
+        if eol == -1:  # an unfinished line: keep it only if it can be a COPY header
+            rest = data[pos:]
+            keep = self._line_start and len(rest) <= self.MAX_HEADER
+            if keep and (rest.startswith(b"COPY ") or b"COPY ".startswith(rest)):
+                self._carry = rest
             else:
-                found = data.find(b"\n" + self._END, pos, end)
-                stop = end if found == -1 else found + 1
-                self._rows += data.count(b"\n", pos, stop)
-                self.progress.add_bytes(self._table, stop - pos)
-                pos = stop
+                self._line_start = False
+            return len(data)
+        line, starts_line = data[pos:eol], self._line_start
+        self._line_start = True
+        if starts_line and line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
+            self._begin(_copy_target(line[len(b"COPY ") :]).decode("utf-8", "replace"))
+        return eol + 1
+
+    def _data(self, data: bytes, pos: int) -> int:
+        """Inside a block: count rows up to the terminator or the end of the chunk."""
+        assert self._table is not None
+        end, marker = len(data), self._END
+        if self._line_start:
+            head = data[pos : pos + len(marker)]
+            if head == marker:
+                self._finish()
+                return pos + len(marker)
+            if len(head) < len(marker) and marker.startswith(head):
+                self._carry = head  # a terminator may be split here: wait for more
+                return end
+        found = data.find(b"\n" + marker, pos)
+        if found != -1:  # rows up to the line before the terminator
+            self._count(data, pos, found + 1)
+            self._line_start = True
+            return found + 1
+        last = data.rfind(b"\n", pos)
+        tail = data[last + 1 :] if last != -1 else b""
+        if last != -1 and len(tail) < len(marker) and marker.startswith(tail):
+            self._count(data, pos, last + 1)
+            self._carry, self._line_start = tail, True  # "\\" or "\\." at the very end
+        else:
+            self._count(data, pos, end)
+            self._line_start = data.endswith(b"\n")
+        return end
+
+    def _count(self, data: bytes, start: int, stop: int) -> None:
+        assert self._table is not None
+        self._rows += data.count(b"\n", start, stop)
+        self.progress.add_bytes(self._table, stop - start)
 
     def _begin(self, table: str) -> None:
         self._table, self._rows, self._started = table, 0, time.monotonic()
@@ -170,3 +210,20 @@ class CopyScanner:
         assert self._table is not None
         self.progress.table_done(self._table, self._rows, time.monotonic() - self._started)
         self._table = None
+
+
+def _copy_target(rest: bytes) -> bytes:
+    """The table name at the start of `rest`, as pg_dump wrote it (quoted names may
+    hold spaces, dots and doubled quotes)."""
+    quoted, i = False, 0
+    while i < len(rest):
+        byte = rest[i : i + 1]
+        if byte == b'"':
+            if quoted and rest[i + 1 : i + 2] == b'"':
+                i += 1  # a doubled quote inside a quoted name
+            else:
+                quoted = not quoted
+        elif byte == b" " and not quoted:
+            break
+        i += 1
+    return rest[:i]

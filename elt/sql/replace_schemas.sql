@@ -16,6 +16,11 @@ DECLARE
     staged text[] := COALESCE(
         NULLIF(pg_catalog.current_setting('elt.staged_schemas', true), ''), '{}')::text[];
     position integer := 0;
+    -- Staging schemas a killed parallel run left behind. The parallel copy
+    -- removes them itself before it stages; the streamed load removes them here.
+    leftovers text[] := CASE WHEN pg_catalog.cardinality(staged) = 0 THEN ARRAY(
+        SELECT n.nspname::text FROM pg_catalog.pg_namespace AS n
+        WHERE n.nspname LIKE 'elt\_staging\_%') ELSE '{}' END;
     blockers text;
     schema_name text;
     public_owner text;
@@ -64,7 +69,8 @@ BEGIN
     SELECT pg_catalog.string_agg(DISTINCT dependents.type || ' ' || dependents.identity, ', ')
     INTO blockers
     FROM dependents
-    WHERE NOT owner_schema = ANY (replaced);
+    WHERE NOT owner_schema = ANY (replaced)
+      AND NOT owner_schema = ANY (leftovers);
     IF blockers IS NOT NULL THEN
         RAISE EXCEPTION 'ELT: destination objects outside the copied schemas depend on objects this load replaces: %', blockers
             USING HINT = 'Drop them before the run and re-create them after it, or keep them in a schema of their own that does not reference the copied schemas.';
@@ -89,7 +95,12 @@ BEGIN
           AND n.nspname <> 'information_schema'
           AND NOT n.nspname = ANY (replaced)
           -- renamed below, so their names change; they are this run's own
-          AND NOT n.nspname = ANY (staged));
+          AND NOT n.nspname = ANY (staged)
+          AND NOT n.nspname = ANY (leftovers));
+
+    FOREACH schema_name IN ARRAY leftovers LOOP
+        EXECUTE pg_catalog.format('DROP SCHEMA %I CASCADE', schema_name);
+    END LOOP;
 
     FOREACH schema_name IN ARRAY replaced LOOP
         position := position + 1;
