@@ -17,6 +17,8 @@ from extract import SQL_DIR
 from processes import connection_args
 
 PREPARE_SQL = SQL_DIR / "prepare_destination.sql"
+# Raised by replace_schemas.sql (both paths) when another run holds the lock.
+BUSY_MARKER = "another ELT run is loading this destination"
 
 
 def schemas_literal(schemas: list[str]) -> str:

@@ -62,6 +62,7 @@ from errors import (
     message_lines,
 )
 from extract import read_sql
+from load import BUSY_MARKER
 from processes import APPLICATION_NAME, OutputTail, child_env, connection_args
 from validate import (
     RECORD_HASH_MIN_VERSION,
@@ -75,7 +76,6 @@ from validate import (
 Connection = psycopg.Connection[tuple[object, ...]]
 
 STAGING_PREFIX = "elt_staging_"
-BUSY_MARKER = "another ELT run is loading this destination"
 FIRST_USER_OID = 16384  # FirstNormalObjectId
 
 # TOC entry types the staged path knows how to place. Anything else in the
@@ -1259,20 +1259,15 @@ def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
         conn.execute("SET LOCAL synchronous_commit = on")
         conn.execute("SET LOCAL client_min_messages = error")
         conn.execute(
-            "SELECT pg_catalog.set_config('elt.replaced_schemas', %s, true), "
-            "pg_catalog.set_config('elt.staged_schemas', %s, true)",
-            (_text_array(schemas), _text_array([plan.staged[s] for s in schemas])),
+            "SELECT pg_catalog.set_config('elt.replaced_schemas', %s::text[]::text, true), "
+            "pg_catalog.set_config('elt.staged_schemas', %s::text[]::text, true)",
+            (schemas, [plan.staged[s] for s in schemas]),
         )
         conn.execute(read_sql("replace_schemas.sql"))
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D')"
         ).fetchone()
     return bool(row and row[0])
-
-
-def _text_array(values: Sequence[str]) -> str:
-    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-    return "{" + ",".join(quoted) + "}"
 
 
 def copy(

@@ -25,7 +25,7 @@ from config import Settings, ValidationLevel, same_database_error
 from connect import connect, log_connected, wait_for_postgres
 from errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
 from extract import SourceSnapshot, pg_dump_argv, read_sql
-from load import pg_restore_argv, psql_load_argv
+from load import BUSY_MARKER, pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
 from validate import (
     RECORD_HASH_MIN_VERSION,
@@ -45,10 +45,6 @@ _IDENTITY_SQL = (
     "SELECT pg_catalog.pg_postmaster_start_time()::text, pg_catalog.current_database(), "
     "pg_catalog.inet_server_port()"
 )
-
-
-# Raised by prepare_destination.sql when another run holds the destination's lock.
-BUSY_MARKER = "another ELT run is loading this destination"
 
 
 @dataclass(frozen=True)

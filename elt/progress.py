@@ -78,10 +78,6 @@ class Progress:
             },
         )
 
-    def table_failed(self, table: str) -> None:
-        with self._lock:
-            self._running.pop(table, None)
-
     def snapshot(self) -> dict[str, object]:
         with self._lock:
             elapsed = time.monotonic() - self.started
