@@ -695,6 +695,7 @@ class Worker(threading.Thread):
         self.destination: Connection | None = None  # index and key builds
         self.checker: Connection | None = None  # destination validation figures
         self.cancelled = False
+        self._conns: list[Connection] = []  # the three above, as they are opened
         self._procs: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()
 
@@ -706,10 +707,9 @@ class Worker(threading.Thread):
         except BaseException as exc:  # handed to the main thread, which reports it
             self.scheduler.fail(exc)
         finally:
-            for conn in (self.source, self.destination, self.checker):
-                if conn is not None:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.close()
+            for conn in self._conns:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
 
     def kill(self) -> None:
         """SIGKILL this worker's psql processes (when cancel() was not enough)."""
@@ -722,7 +722,7 @@ class Worker(threading.Thread):
         """Stop whatever runs now (called from the main thread)."""
         with self._lock:
             self.cancelled = True
-            conns = [c for c in (self.source, self.destination, self.checker) if c is not None]
+            conns = list(self._conns)
             for proc in self._procs:
                 if proc.poll() is None:
                     # SIGINT, not SIGTERM: psql then sends the server a cancel
@@ -771,12 +771,17 @@ class Worker(threading.Thread):
         except psycopg.Error as exc:
             raise _CheckFailed(task.kind.removeprefix("check_"), exc) from None
 
+    def _open(self, db: DatabaseSettings) -> Connection:
+        """A session of this worker: cancel() and the clean-up reach it from now on."""
+        conn = connect(db, self.settings)
+        with self._lock:
+            self._conns.append(conn)
+        conn.execute(read_sql("no_timeouts.sql"))
+        return conn
+
     def _checker(self) -> Connection:
         if self.checker is None:
-            conn = connect(self.settings.destination, self.settings)
-            with self._lock:
-                self.checker = conn
-            conn.execute(read_sql("no_timeouts.sql"))
+            conn = self.checker = self._open(self.settings.destination)
             prepare_session(conn)
             conn.commit()
         return self.checker
@@ -784,10 +789,7 @@ class Worker(threading.Thread):
     def _destination(self) -> Connection:
         """A destination session for index and key builds."""
         if self.destination is None:
-            conn = connect(self.settings.destination, self.settings)
-            with self._lock:
-                self.destination = conn
-            conn.execute(read_sql("no_timeouts.sql"))
+            conn = self.destination = self._open(self.settings.destination)
             conn.execute(read_sql("copy_session.sql"))
             # The entries' SQL is in the staging archive's encoding: the
             # destination database's (the scratch database was created with it).
@@ -804,10 +806,7 @@ class Worker(threading.Thread):
     def _source(self) -> Connection:
         """A source session in the exported snapshot, for validation figures."""
         if self.source is None:
-            conn = connect(self.settings.source, self.settings)
-            with self._lock:
-                self.source = conn
-            conn.execute(read_sql("no_timeouts.sql"))
+            conn = self.source = self._open(self.settings.source)
             conn.commit()
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True

@@ -286,11 +286,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                 sequence_values(snapshot.conn, schemas) if level is ValidationLevel.FULL else {}
             )
         except psycopg.Error as exc:
-            raise ExtractError(
-                "Reading the source snapshot failed",
-                hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
-                stderr_tail=message_lines(exc),
-            ) from None
+            raise _catalog_error("Reading the source snapshot failed", exc) from None
         copied = _copy_in_parallel(settings, snapshot, schemas, logger, hold)
         path = "streamed" if copied is None else "parallel"
         if copied is None:
@@ -322,6 +318,15 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     return RunSummary(schemas, len(checks), rows, time.monotonic() - started, path, stats.bytes)
 
 
+def _catalog_error(message: str, exc: psycopg.Error) -> ExtractError:
+    """A failed read of the source's catalogs (in the snapshot), before any copy."""
+    return ExtractError(
+        message,
+        hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
+        stderr_tail=message_lines(exc),
+    )
+
+
 def _source_sizes(snapshot: SourceSnapshot, schemas: list[str]) -> dict[str, int]:
     """Each table's size on the source's disk, for the progress estimate."""
     try:
@@ -329,11 +334,7 @@ def _source_sizes(snapshot: SourceSnapshot, schemas: list[str]) -> dict[str, int
             read_sql("source_table_sizes.sql"), {"schemas": schemas}
         ).fetchall()
     except psycopg.Error as exc:
-        raise ExtractError(
-            "Reading the source's table list failed",
-            hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
-            stderr_tail=message_lines(exc),
-        ) from None
+        raise _catalog_error("Reading the source's table list failed", exc) from None
     return {str(name): max(int(str(size)), 0) for name, size in rows}
 
 
@@ -368,11 +369,7 @@ def _copy_in_parallel(
             snapshot.lock_tables(list_tables(snapshot.conn, schemas))
         tables = parallel_copy.source_tables(snapshot.conn, schemas)
     except psycopg.Error as exc:
-        raise ExtractError(
-            "Reading the source's table list failed",
-            hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",
-            stderr_tail=message_lines(exc),
-        ) from None
+        raise _catalog_error("Reading the source's table list failed", exc) from None
     try:
         return parallel_copy.copy(
             settings,
