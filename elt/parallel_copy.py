@@ -160,6 +160,7 @@ ROWS_MARKER = "elt_rows="
 LIST_FILE = "/dev/fd/{list}"
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _SET_ENCODING = "SELECT pg_catalog.set_config('client_encoding', %s, false)"
+_EMPTY_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false)"
 _SLOW_METHODS = frozenset({"gin", "gist", "spgist", "brin"})
 
 
@@ -448,6 +449,9 @@ class Task:
     # key would sit waiting for a 10-second GIN build on the same table,
     # holding up its worker (pg_restore -j avoids the same conflict).
     locks: dict[str, bool] = field(default_factory=dict)
+    # A "build" task without an entry: the SQL it runs (a key split in two,
+    # see build_tasks).
+    statement: str | None = None
 
 
 @dataclass
@@ -511,20 +515,61 @@ def build_tasks(
             pending.append((entry, row))
             continue
         key = f"entry:{entry.dump_id}"
-        # Keys first (short, but exclusive), then the slow index methods first.
-        order = 1 if entry.kind == "CONSTRAINT" else 3 if row[9] in _SLOW_METHODS else 4
-        exclusive = entry.kind == "CONSTRAINT"
-        tasks.append(
-            Task(
-                key,
-                "build",
-                table,
-                entry,
-                {_copy_key(table)},
-                rank=(-table.size, order),
-                locks={table.label: exclusive},
+        rows_key = _copy_key(table)
+        if entry.kind == "CONSTRAINT" and row[11] is not None:
+            # A primary key or unique constraint, in two steps: its unique
+            # index under CREATE INDEX's SHARE lock, which lets it build at the
+            # same time as the table's other indexes (the largest table's
+            # 10-second GIN build, say), then ADD CONSTRAINT ... USING INDEX,
+            # which is only a catalog change under the exclusive lock. What it
+            # leaves is what ADD CONSTRAINT ... PRIMARY KEY (...) leaves: pg_dump
+            # writes the same definition (tests/test_parallel.py checks this).
+            index_key = f"index:{entry.dump_id}"
+            tasks.append(
+                Task(
+                    index_key,
+                    "build",
+                    table,
+                    statement=str(row[11]),
+                    deps={rows_key},
+                    # after the slow index methods: with fewer free workers
+                    # than builds, the longest one starts first
+                    rank=(-table.size, 3),
+                    locks={table.label: False},
+                )
             )
-        )
+            tasks.append(
+                Task(
+                    key,  # what a foreign key waits for: the constraint
+                    "build",
+                    table,
+                    statement=attach_key_sql(
+                        staged_name(table, staged),
+                        str(row[10]),
+                        primary=row[5] == "p",
+                        deferrable=bool(row[12]),
+                        deferred=bool(row[13]),
+                    ),
+                    deps={rows_key, index_key},
+                    rank=(-table.size, 1),
+                    locks={table.label: True},
+                )
+            )
+        else:
+            # Keys first (short, but exclusive), then the slow index methods first.
+            order = 1 if entry.kind == "CONSTRAINT" else 2 if row[9] in _SLOW_METHODS else 4
+            exclusive = entry.kind == "CONSTRAINT"
+            tasks.append(
+                Task(
+                    key,
+                    "build",
+                    table,
+                    entry,
+                    {rows_key},
+                    rank=(-table.size, order),
+                    locks={table.label: exclusive},
+                )
+            )
         index_task[int(str(row[6]))] = key
     for entry, row in pending:
         table = by_staged[(str(row[2]), str(row[3]))]
@@ -541,6 +586,26 @@ def build_tasks(
     # In pg_dump's order: a comment on a constraint must follow the constraint.
     left = {e.dump_id for e in remainder}
     return tasks, [e for e in post_data if e.dump_id in left]
+
+
+def staged_name(table: CopyTable, staged: dict[str, str]) -> str:
+    """The table's staging name, quoted: `"elt_staging_1_0"."orders"`."""
+    return f"{quote_ident(staged[table.schema])}.{quote_ident(table.name)}"
+
+
+def attach_key_sql(
+    table: str, name: str, *, primary: bool, deferrable: bool, deferred: bool
+) -> str:
+    """ADD CONSTRAINT ... USING INDEX for an index built under the constraint's
+    own name (so nothing is renamed). The key columns are already NOT NULL: a
+    dumped table declares them so."""
+    kind = "PRIMARY KEY" if primary else "UNIQUE"
+    timing = " DEFERRABLE" if deferrable else ""
+    timing += " INITIALLY DEFERRED" if deferred else ""
+    return (
+        f"ALTER TABLE ONLY {table} ADD CONSTRAINT {quote_ident(name)} "
+        f"{kind} USING INDEX {quote_ident(name)}{timing}"
+    )
 
 
 def check_tasks(tables: list[CopyTable]) -> list[Task]:
@@ -737,8 +802,8 @@ class Worker(threading.Thread):
         while (task := self.scheduler.next()) is not None:
             if task.kind == "rows":
                 self._copy(task.table)
-            elif task.entry is not None:
-                self._build(task.entry)
+            elif task.kind == "build":
+                self._build(task)
             else:
                 self._check(task)
             self.scheduler.done(task)
@@ -777,6 +842,7 @@ class Worker(threading.Thread):
         with self._lock:
             self._conns.append(conn)
         conn.execute(read_sql("no_timeouts.sql"))
+        conn.execute(read_sql("one_process_per_task.sql"))
         return conn
 
     def _checker(self) -> Connection:
@@ -797,9 +863,6 @@ class Worker(threading.Thread):
             # Durability is kept by the swap's synchronous commit, which flushes
             # the WAL of every commit before it (see the module docstring).
             conn.execute("SET synchronous_commit = off")
-            # Each build is one process: parallel index workers would only fight
-            # the other workers (and the slowest build) for the same cores.
-            conn.execute("SET max_parallel_maintenance_workers = 0")
             conn.commit()
         return self.destination
 
@@ -916,17 +979,23 @@ class Worker(threading.Thread):
             tail.join()
         return tails, loader_gone
 
-    def _build(self, entry: TocEntry) -> None:
+    def _build(self, task: Task) -> None:
         started = time.monotonic()
         destination = self._destination()
-        statement = entry_sql(self.plan, [entry], self.settings, destination.info.encoding)
+        if task.statement is not None:
+            statement, what = task.statement, task.statement
+        else:
+            assert task.entry is not None
+            encoding = destination.info.encoding
+            statement = entry_sql(self.plan, [task.entry], self.settings, encoding)
+            what = task.entry.line
         if self.cancelled:
             raise _Cancelled
         destination.execute(statement)
         destination.commit()
         self.progress.logger.debug(
             "Built",
-            extra={"entry": entry.line, "duration_seconds": round(time.monotonic() - started, 3)},
+            extra={"entry": what, "duration_seconds": round(time.monotonic() - started, 3)},
         )
 
 
@@ -1170,6 +1239,7 @@ def plan(
                 )
             }
             post_data = [e for e in entries if e.dump_id in post_ids]
+            conn.execute(_EMPTY_SEARCH_PATH)  # see staging_catalog.sql: index_def
             catalog_rows = conn.execute(
                 read_sql("staging_catalog.sql"),
                 {
