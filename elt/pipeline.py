@@ -274,7 +274,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     started = time.monotonic()
     _wait_and_login(settings, logger)
     level = settings.validation
-    # Holds the parallel copy's lock on the destination until validation is done.
+    # Holds the run's locks on the destination until validation is done.
     with contextlib.ExitStack() as hold, SourceSnapshot.open(settings) as snapshot:
         try:
             schemas = snapshot.schemas()
@@ -287,6 +287,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
             )
         except psycopg.Error as exc:
             raise _catalog_error("Reading the source snapshot failed", exc) from None
+        _hold_run_lock(settings, hold)
         copied = _copy_in_parallel(settings, snapshot, schemas, logger, hold)
         path = "streamed" if copied is None else "parallel"
         if copied is None:
@@ -316,6 +317,28 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     report(logger, checks, bad_sequences, level)
     rows = sum(c.source_rows or 0 for c in checks)
     return RunSummary(schemas, len(checks), rows, time.monotonic() - started, path, stats.bytes)
+
+
+def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> None:
+    """Take the run's lock (elt/sql/run_lock.sql) in a destination session that
+    `hold` closes, after validation; refuse if another run holds it."""
+    conn = connect(settings.destination, settings, autocommit=True)
+    hold.callback(conn.close)
+    try:
+        conn.execute(read_sql("no_timeouts.sql"))
+        row = conn.execute(read_sql("run_lock.sql")).fetchone()
+    except psycopg.Error as exc:
+        raise LoadError(
+            "Taking the run's lock on the destination failed; nothing was changed",
+            hint="Check that the destination is up, then run again.",
+            stderr_tail=message_lines(exc),
+        ) from None
+    if row is None or not row[0]:
+        raise LoadError(
+            "Another ELT run is loading this destination database right now (or still "
+            "validating it); nothing was changed",
+            hint="Wait for the other run to finish, then run again.",
+        )
 
 
 def _catalog_error(message: str, exc: psycopg.Error) -> ExtractError:

@@ -233,6 +233,46 @@ def test_a_second_concurrent_run_refuses_and_the_first_completes(dbs: Databases)
     rerun_succeeds(dbs)
 
 
+# A run's lock lasts until its validation has finished. The source gets a
+# materialized view whose query waits for an advisory lock that the test holds
+# on the source: validation runs that query in the snapshot after the load, so
+# the first run is held there (the destination's REFRESH runs the same function
+# against the destination's own, free, lock).
+GATED_MATVIEW = """
+CREATE FUNCTION public.gate() RETURNS integer LANGUAGE sql VOLATILE
+    AS $$ SELECT 1 FROM (SELECT pg_catalog.pg_advisory_lock_shared(4242)) AS held $$;
+CREATE MATERIALIZED VIEW public.gated AS SELECT public.gate() AS x;
+"""
+
+
+@pytest.mark.parametrize("path", ["streamed", "parallel"])
+def test_a_second_run_refuses_while_the_first_still_validates(dbs: Databases, path: str) -> None:
+    dbs.path = path
+    dbs.source.execute("source_db", GATED_MATVIEW)
+    with dbs.source.connect("source_db") as gate:
+        gate.execute("SELECT pg_advisory_lock(4242)")
+        first = start_job(dbs.env())
+        wait_until(
+            lambda: (
+                elt_sessions(dbs.source, "wait_event_type = 'Lock' AND wait_event = 'advisory'")
+                == 1
+            ),
+            "the first run's validation to wait at the gate",
+        )
+        loaded = dbs.destination.fingerprint("destination_db")
+        # Without validation, the second run would not wait at the gate too.
+        second = run_elt(dbs.env(ELT_VALIDATION="off"))
+        assert second.returncode == 5
+        error = the_error(second)
+        assert "Another ELT run is loading this destination" in error["error"]
+        assert "Wait for the other run" in error["hint"]
+        assert dbs.destination.fingerprint("destination_db") == loaded
+    finished = finish(first, dbs.env())
+    assert finished.returncode == 0, finished.stdout
+    assert finished.logs[-1]["copy_path"] == path
+    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
+
+
 # --- 5. the destination runs out of room ----------------------------------
 
 
