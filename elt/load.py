@@ -12,13 +12,29 @@ it was. Re-running replaces the same schemas again, so it is idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from config import DatabaseSettings
+from errors import LoadError
 from extract import SQL_DIR
 from processes import connection_args
 
 PREPARE_SQL = SQL_DIR / "prepare_destination.sql"
 # Raised by replace_schemas.sql (both paths) when another run holds the lock.
 BUSY_MARKER = "another ELT run is loading this destination"
+
+
+def busy_error(*, stderr_tail: Sequence[str] = (), **context: Any) -> LoadError:
+    """Another run holds one of the destination's locks (the run's, the load's or
+    the parallel copy's coordinator's): this run refuses and changes nothing."""
+    return LoadError(
+        "Another ELT run is loading this destination database right now (or still "
+        "validating it); nothing was changed",
+        hint="Wait for the other run to finish, then run again.",
+        stderr_tail=stderr_tail,
+        **context,
+    )
 
 
 def schemas_literal(schemas: list[str]) -> str:

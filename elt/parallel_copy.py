@@ -62,7 +62,7 @@ from errors import (
     message_lines,
 )
 from extract import read_sql
-from load import BUSY_MARKER
+from load import BUSY_MARKER, busy_error
 from processes import APPLICATION_NAME, OutputTail, child_env, connection_args
 from validate import (
     RECORD_HASH_MIN_VERSION,
@@ -221,7 +221,7 @@ def schema_dump_argv(
         argv.append(f"--snapshot={snapshot}")
     # Exact names, quoted: a pattern would also match other schemas.
     for schema in schemas:
-        argv += ["--schema", '"' + schema.replace('"', '""') + '"']
+        argv += ["--schema", quote_ident(schema)]
     return argv
 
 
@@ -1084,11 +1084,7 @@ class Coordinator:
         assert row is not None
         if not row[0]:
             self.conn.close()
-            raise LoadError(
-                "Another ELT run is loading this destination database right now; "
-                "nothing was changed",
-                hint="Wait for the other run to finish, then run again.",
-            )
+            raise busy_error()
         self.scratch = scratch_database_name(int(str(row[1])))
         self.encoding, self.collate, self.ctype = str(row[2]), str(row[3]), str(row[4])
         self.staging: list[str] = []
@@ -1409,10 +1405,7 @@ def copy(
             event_triggers = swap(coordinator, the_plan, schemas)
         except psycopg.Error as exc:
             if BUSY_MARKER in str(exc):
-                raise LoadError(
-                    "Another ELT run is loading this destination database right now",
-                    hint="Wait for the other run to finish, then run again.",
-                ) from None
+                raise busy_error() from None
             if isinstance(exc, psycopg.OperationalError):
                 raise LoadError(
                     "The connection broke during the swap: it may or may not have been applied",

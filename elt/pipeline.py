@@ -25,7 +25,7 @@ from config import Settings, ValidationLevel, same_database_error
 from connect import connect, log_connected, wait_for_postgres
 from errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
 from extract import SourceSnapshot, pg_dump_argv, read_sql
-from load import BUSY_MARKER, pg_restore_argv, psql_load_argv
+from load import BUSY_MARKER, busy_error, pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
 from validate import (
     RECORD_HASH_MIN_VERSION,
@@ -79,13 +79,7 @@ def _failure(results: list[StageResult]) -> ExtractError | LoadError | None:
     by_name = {r.name: r for r in results}
     psql, dump, restore = by_name["psql"], by_name["pg_dump"], by_name["pg_restore"]
     if psql.returncode > 0 and any(BUSY_MARKER in line for line in psql.stderr_tail):
-        return LoadError(
-            "Another ELT run is loading this destination database right now; nothing was changed",
-            hint="Wait for the other run to finish, then run again.",
-            stderr_tail=psql.stderr_tail,
-            tool="psql",
-            returncode=psql.returncode,
-        )
+        return busy_error(stderr_tail=psql.stderr_tail, tool="psql", returncode=psql.returncode)
     if psql.returncode > 0:
         return LoadError(
             "psql failed to apply the dump; the load was rolled back",
@@ -334,11 +328,7 @@ def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> None:
             stderr_tail=message_lines(exc),
         ) from None
     if row is None or not row[0]:
-        raise LoadError(
-            "Another ELT run is loading this destination database right now (or still "
-            "validating it); nothing was changed",
-            hint="Wait for the other run to finish, then run again.",
-        )
+        raise busy_error()
 
 
 def _catalog_error(message: str, exc: psycopg.Error) -> ExtractError:

@@ -57,8 +57,7 @@ def prepare_session(conn: Connection) -> None:
 
 def list_tables(conn: Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
     """(schema, name) of every ordinary table validation covers (not materialized views)."""
-    rows = conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)})
-    return [(str(row[0]), str(row[1])) for row in rows if row[3] is None]
+    return [(str(r[0]), str(r[1])) for r in list_relations(conn, schemas) if r[3] is None]
 
 
 def sequence_values(conn: Connection, schemas: Sequence[str]) -> dict[str, int | None]:
