@@ -26,8 +26,11 @@ sessions cannot load the destination atomically by themselves. Instead:
 
 A failure anywhere before the swap commits drops the staging schemas; the
 destination's real schemas were never touched. A run killed outright leaves
-elt_staging_* schemas behind, which the next run removes first. One session
-lock (the same key the streamed path takes) keeps two runs apart throughout.
+elt_staging_* schemas behind, which the next run removes first. The
+coordinator works in the run's own destination session (pipeline.run), which
+holds the run's lock until validation has finished; there it also takes the
+load's lock (the key the streamed load takes in its transaction) from the plan
+on.
 
 Sources that this path does not handle (extensions, large objects, event
 triggers, publications, casts, ...) raise NotEligible before the destination
@@ -161,6 +164,8 @@ LIST_FILE = "/dev/fd/{list}"
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _SET_ENCODING = "SELECT pg_catalog.set_config('client_encoding', %s, false)"
 _EMPTY_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false)"
+# The load's lock that elt/sql/coordinator_lock.sql takes.
+_UNLOCK_LOAD = "SELECT pg_catalog.pg_advisory_unlock(4541524)"
 _SLOW_METHODS = frozenset({"gin", "gist", "spgist", "brin"})
 
 
@@ -1067,30 +1072,31 @@ def source_tables(snapshot: Connection, schemas: Sequence[str]) -> list[CopyTabl
 
 
 class Coordinator:
-    """The destination session that holds the run's lock, owns staging and swaps."""
+    """Owns staging and swaps, in the run's own destination session (autocommit;
+    pipeline.run opens it, holds the run's lock in it, and closes it after
+    validation). Here that session also takes the load's lock."""
 
-    def __init__(self, settings: Settings, logger: logging.Logger) -> None:
-        self.settings = settings
+    def __init__(self, conn: Connection, logger: logging.Logger) -> None:
         self.logger = logger
-        self.conn = connect(settings.destination, settings, autocommit=True)
+        self.conn = conn
         try:
-            self.conn.execute(read_sql("no_timeouts.sql"))
             row = self.conn.execute(read_sql("coordinator_lock.sql")).fetchone()
         except psycopg.Error as exc:
-            self.conn.close()
             raise _load_error(
                 "Preparing the parallel copy failed; nothing was changed", exc
             ) from None
         assert row is not None
         if not row[0]:
-            self.conn.close()
             raise busy_error()
         self.scratch = scratch_database_name(int(str(row[1])))
         self.encoding, self.collate, self.ctype = str(row[2]), str(row[3]), str(row[4])
         self.staging: list[str] = []
 
-    def close(self) -> None:
-        self.conn.close()
+    def release(self) -> None:
+        """Give the load's lock back, for a run that goes on with one stream
+        (whose load takes it in its own session), or ends."""
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute(_UNLOCK_LOAD)
 
     def remove_leftovers(self) -> None:
         """Staging schemas and a scratch database of a run that was killed outright."""
@@ -1343,15 +1349,16 @@ def copy(
     schemas: list[str],
     tables: list[CopyTable],
     logger: logging.Logger,
-    hold: contextlib.ExitStack,
+    session: Connection,
 ) -> CopyStats:
     """Copy in parallel and swap in; raise NotEligible (nothing changed) or an EltError.
 
-    After a successful swap the run's lock stays held until `hold` closes: the
-    caller validates first, so no other run can replace what it measures.
+    `session` is the run's destination session (autocommit), which holds the
+    run's lock. After a successful swap the load's lock stays held in it too,
+    until the caller closes it after validation.
     """
     started = time.monotonic()
-    coordinator = Coordinator(settings, logger)
+    coordinator = Coordinator(session, logger)
     swapped = False
     try:
         try:
@@ -1443,11 +1450,9 @@ def copy(
             the_plan.destination_figures,
         )
     finally:
-        if swapped:
-            hold.callback(coordinator.close)
-        else:
+        if not swapped:
             _clean_up(coordinator, logger)
-            coordinator.close()
+            coordinator.release()
 
 
 def _clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:

@@ -29,6 +29,7 @@ from load import BUSY_MARKER, busy_error, pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
 from validate import (
     RECORD_HASH_MIN_VERSION,
+    Connection,
     Figures,
     collect,
     compare_sequences,
@@ -281,8 +282,8 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
             )
         except psycopg.Error as exc:
             raise _catalog_error("Reading the source snapshot failed", exc) from None
-        _hold_run_lock(settings, hold)
-        copied = _copy_in_parallel(settings, snapshot, schemas, logger, hold)
+        session = _hold_run_lock(settings, hold)
+        copied = _copy_in_parallel(settings, snapshot, schemas, logger, session)
         path = "streamed" if copied is None else "parallel"
         if copied is None:
             streamed = copy(
@@ -313,9 +314,10 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     return RunSummary(schemas, len(checks), rows, time.monotonic() - started, path, stats.bytes)
 
 
-def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> None:
-    """Take the run's lock (elt/sql/run_lock.sql) in a destination session that
-    `hold` closes, after validation; refuse if another run holds it."""
+def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> Connection:
+    """The run's destination session (autocommit), which `hold` closes after
+    validation, holding the run's lock (elt/sql/run_lock.sql); refuse if another
+    run holds it. The parallel copy coordinates in this session."""
     conn = connect(settings.destination, settings, autocommit=True)
     hold.callback(conn.close)
     try:
@@ -329,6 +331,7 @@ def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> None:
         ) from None
     if row is None or not row[0]:
         raise busy_error()
+    return conn
 
 
 def _catalog_error(message: str, exc: psycopg.Error) -> ExtractError:
@@ -356,7 +359,7 @@ def _copy_in_parallel(
     snapshot: SourceSnapshot,
     schemas: list[str],
     logger: logging.Logger,
-    hold: contextlib.ExitStack,
+    session: Connection,
 ) -> parallel_copy.CopyStats | None:
     """The parallel copy when it pays off and the source allows it; None: stream instead."""
     if settings.jobs < 2:
@@ -391,7 +394,7 @@ def _copy_in_parallel(
             schemas=schemas,
             tables=tables,
             logger=logger,
-            hold=hold,
+            session=session,
         )
     except parallel_copy.NotEligible as why:
         logger.info("Parallel copy not used", extra={"reason": str(why)})
