@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -424,6 +425,33 @@ def finish(job: subprocess.Popen[str], env: dict[str, str]) -> EltRun:
         assert secret not in stdout
         assert secret not in stderr
     return EltRun(job.returncode, stdout, stderr, logs)
+
+
+# A load that fails late, on either path: an event trigger (in a schema the load
+# does not touch) refuses the keys of film_actors, which both paths add after
+# that table's rows (the parallel copy in a staging schema).
+REFUSE_FILM_ACTORS_KEYS = """
+CREATE SCHEMA guard;
+CREATE FUNCTION guard.refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
+               WHERE object_identity LIKE '%.film_actors') THEN
+        RAISE EXCEPTION 'injected failure in the keys of film_actors';
+    END IF;
+END $$;
+CREATE EVENT TRIGGER refuse_keys ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION guard.refuse();
+"""
+RELEASE_REFUSAL = "DROP EVENT TRIGGER refuse_keys; DROP SCHEMA guard CASCADE"
+REFUSAL = "injected failure in the keys of film_actors"
+
+
+def the_interruption(run: EltRun, signum: int, code: int) -> None:
+    """A run stopped by `signum`: exit `code` and one "interrupted" error line naming it."""
+    assert run.returncode == code
+    error = the_error(run)
+    assert error["message"] == "ELT pipeline interrupted"
+    assert error["signal"] == signal.Signals(signum).name
 
 
 def the_error(run: EltRun) -> dict[str, Any]:

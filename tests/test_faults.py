@@ -32,6 +32,7 @@ from conftest import (
     run_elt,
     start_job,
     the_error,
+    the_interruption,
     wait_until,
 )
 
@@ -203,10 +204,7 @@ def test_signal_mid_copy_stops_everything_and_rolls_back(
     # The held destination backend notices its client is gone once it wakes.
     wait_until(lambda: elt_sessions(dbs.destination) == 0, "the job's destination session to end")
 
-    assert run.returncode == code
-    error = the_error(run)
-    assert error["message"] == "ELT pipeline interrupted"
-    assert error["signal"] == signal.Signals(signum).name
+    the_interruption(run, signum, code)
     assert list(tmp_path.iterdir()) == []
     assert dbs.destination.fingerprint("destination_db") == before
     dbs.destination.execute("destination_db", RELEASE_HOLD)

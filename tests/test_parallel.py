@@ -44,6 +44,9 @@ from test_faults import descendants, loaded_then_changed, rerun_succeeds
 
 from config import DatabaseSettings
 from conftest import (
+    REFUSAL,
+    REFUSE_FILM_ACTORS_KEYS,
+    RELEASE_REFUSAL,
     SEED_COUNTS,
     Databases,
     PgServer,
@@ -52,6 +55,7 @@ from conftest import (
     run_elt,
     start_job,
     the_error,
+    the_interruption,
     wait_until,
 )
 
@@ -1032,24 +1036,10 @@ def test_a_run_refuses_while_another_run_holds_the_destination(dbs: Databases) -
 
 # --- a failure inside a build -----------------------------------------------------
 
-REFUSE_BUILD = """
-CREATE SCHEMA guard;
-CREATE FUNCTION guard.refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- The keys of film_actors are built in the staging schema, after its rows.
-    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
-               WHERE object_identity LIKE '%.film_actors') THEN
-        RAISE EXCEPTION 'injected failure in a build';
-    END IF;
-END $$;
-CREATE EVENT TRIGGER refuse_build ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION guard.refuse();
-"""
-
 
 def test_a_failing_build_leaves_the_destination_as_it_was(dbs: Databases) -> None:
     loaded_then_changed(dbs)
-    dbs.destination.execute("destination_db", REFUSE_BUILD)
+    dbs.destination.execute("destination_db", REFUSE_FILM_ACTORS_KEYS)
     before = dbs.destination.fingerprint("destination_db")
 
     run = run_elt(dbs.env())
@@ -1057,13 +1047,11 @@ def test_a_failing_build_leaves_the_destination_as_it_was(dbs: Databases) -> Non
     assert run.returncode == 5
     error = the_error(run)
     assert error["message"] == "Data load failed"
-    assert "injected failure in a build" in " ".join(error["stderr_tail"])
+    assert REFUSAL in " ".join(error["stderr_tail"])
     assert run.find("Parallel copy planned"), "the failure must be in the parallel path"
     assert dbs.destination.fingerprint("destination_db") == before
     assert_no_staging_left(dbs)
-    dbs.destination.execute(
-        "destination_db", "DROP EVENT TRIGGER refuse_build; DROP SCHEMA guard CASCADE"
-    )
+    dbs.destination.execute("destination_db", RELEASE_REFUSAL)
     rerun_succeeds(dbs)
 
 
@@ -1131,10 +1119,7 @@ def test_signal_inside_a_build_stops_everything_and_cleans_up(
         wait_until(lambda: elt_sessions(dbs.destination) == 0, "the destination sessions to end")
         wait_until(lambda: elt_sessions(dbs.source) == 0, "the source sessions to end")
 
-    assert run.returncode == code
-    error = the_error(run)
-    assert error["message"] == "ELT pipeline interrupted"
-    assert error["signal"] == signal.Signals(signum).name
+    the_interruption(run, signum, code)
     assert_no_staging_left(dbs)
     assert dbs.destination.fingerprint("destination_db") == before
     dbs.destination.execute("destination_db", RELEASE_BUILD)

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEED_COUNTS, Databases, both_paths, run_elt
+from conftest import (
+    REFUSAL,
+    REFUSE_FILM_ACTORS_KEYS,
+    SEED_COUNTS,
+    Databases,
+    both_paths,
+    run_elt,
+)
 
 
 @pytest.fixture(params=["streamed", "parallel"])
@@ -273,32 +280,17 @@ def test_unreachable_source_exits_after_the_retry_budget(
 
 def test_a_load_that_fails_halfway_leaves_the_destination_as_it_was(dbs: Databases) -> None:
     assert run_elt(dbs.env()).returncode == 0
-    # Run 2 would change data; an event trigger (in a schema the load does not
-    # touch) fails it late: constraints on film_actors are added after all the data.
+    # Run 2 would change data; an event trigger fails it late: constraints on
+    # film_actors are added after all the data.
     dbs.source.execute("source_db", "DELETE FROM film_actors; UPDATE users SET email = NULL")
-    dbs.destination.execute(
-        "destination_db",
-        """
-        CREATE SCHEMA guard;
-        CREATE FUNCTION guard.refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            -- Either path: the parallel copy builds keys in a staging schema.
-            IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
-                       WHERE object_identity LIKE '%.film_actors') THEN
-                RAISE EXCEPTION 'injected failure after the data load';
-            END IF;
-        END $$;
-        CREATE EVENT TRIGGER refuse_fk ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-            EXECUTE FUNCTION guard.refuse();
-        """,
-    )
+    dbs.destination.execute("destination_db", REFUSE_FILM_ACTORS_KEYS)
     before = dbs.destination.fingerprint("destination_db")
 
     run = run_elt(dbs.env())
 
     assert run.returncode == 5
     (error,) = run.errors()
-    assert "injected failure after the data load" in " ".join(error["stderr_tail"])
+    assert REFUSAL in " ".join(error["stderr_tail"])
     # It was halfway: the rows were in (on the parallel path, film_actors' rows:
     # its keys are built as soon as they are, while other tables may still copy).
     assert "Data extraction completed successfully" in run.messages() or any(
