@@ -1,30 +1,40 @@
 """Shared fixtures: two real PostgreSQL servers, seeded like the Compose stack.
 
 The servers are started by the tests themselves (initdb + pg_ctl on free
-loopback ports, in temporary directories that are removed afterwards). When
-the tests run as root, as CI does, the servers run as the unprivileged
-`postgres` user, because PostgreSQL refuses to run as root.
+loopback ports, in temporary directories that are removed afterwards), with
+dev/pgserver.py, which the local stack (dev/local_stack.py) uses too. When the
+tests run as root, as CI does, the servers run as the unprivileged `postgres`
+user, because PostgreSQL refuses to run as root.
+
+The binaries are PostgreSQL 17 (what compose ships) unless PG_BINDIR says
+otherwise; Debian's PostgreSQL 15 serves the cross-version tier.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+
+import pgserver
+from pgserver import (
+    debian_bindir,
+    default_bindir,
+    run_init_scripts,
+    usable_problem,
+    version_of,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "elt" / "elt_script.py"
@@ -35,206 +45,18 @@ SEED_COUNTS = {"users": 14, "films": 20, "film_category": 39, "actors": 20, "fil
 # use it, so every test also proves it never leaks into a log line.
 PASSWORD = "p'a\"s s:w@o/r\\d-ü-" + secrets.token_hex(4)
 SEEDED_TEMPLATE = "elt_seeded_template"
-_RESTRICT = ("\\restrict", "\\unrestrict")
+PgServer = pgserver.PgServer
 
 
 def pg_bindir() -> Path:
-    """The PostgreSQL server binaries: $PG_BINDIR, or the newest Debian install."""
-    if os.environ.get("PG_BINDIR"):
-        return Path(os.environ["PG_BINDIR"])
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if candidates:
-        return candidates[-1].parent
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    pytest.exit("No PostgreSQL server binaries found: run `bash .ci/run`, or set PG_BINDIR.", 2)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class PgServer:
-    """One throwaway PostgreSQL server on 127.0.0.1 with password authentication."""
-
-    name: str
-    bindir: Path
-    base: Path = field(init=False)
-    port: int = field(init=False, default=0)
-    user: str = "postgres"
-    password: str = PASSWORD
-
-    def __post_init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix=f"elt-test-{self.name}-"))
-        self.base.chmod(0o755)
-        self.datadir = self.base / "data"
-        self.sockdir = self.base / "sock"
-        self.sockdir.mkdir()
-        self.logfile = self.base / "server.log"
-
-    # -- running server programs as an unprivileged user -------------------
-    def _as_owner(self, argv: list[str]) -> list[str]:
-        if os.geteuid() == 0:
-            return ["runuser", "-u", "postgres", "--", *argv]
-        return argv
-
-    def _chown(self, path: Path) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(path, "postgres", "postgres")
-
-    def init(self) -> None:
-        pwfile = self.base / "pwfile"
-        pwfile.write_text(self.password + "\n", encoding="utf-8")
-        for path in (self.base, self.sockdir, pwfile):
-            self._chown(path)
-        try:
-            subprocess.run(
-                self._as_owner(
-                    [
-                        str(self.bindir / "initdb"),
-                        "-D",
-                        str(self.datadir),
-                        "-U",
-                        self.user,
-                        f"--pwfile={pwfile}",
-                        "--auth-host=scram-sha-256",
-                        "--auth-local=scram-sha-256",
-                        "--encoding=UTF8",
-                        "--locale=C",
-                        "--no-sync",
-                    ]
-                ),
-                check=True,
-                capture_output=True,
-            )
-        finally:
-            pwfile.unlink()  # secrets never stay behind in files
-
-    # Test servers only: durability does not matter to throwaway data.
-    SPEED_OPTIONS = "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-
-    def start(self, port: int | None = None) -> None:
-        """Start the server on `port`, or on a free port (retrying if one is taken meanwhile)."""
-        for _ in range(1 if port else 5):
-            self.port = port or _free_port()
-            options = (
-                f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 "
-                f"-c max_connections=50 {self.SPEED_OPTIONS}"
-            )
-            proc = subprocess.run(
-                self._as_owner(
-                    [
-                        str(self.bindir / "pg_ctl"),
-                        "-D",
-                        str(self.datadir),
-                        "-l",
-                        str(self.logfile),
-                        "-o",
-                        options,
-                        "-w",
-                        "-t",
-                        "120",
-                        "start",
-                    ]
-                ),
-                capture_output=True,
-                check=False,
-            )
-            if proc.returncode == 0:
-                return
-        raise RuntimeError(f"{self.name} server did not start: {self.logfile.read_text()}")
-
-    def restart(self) -> None:
-        """Start again on the same port after a stop (a crash, in fault tests)."""
-        self.start(port=self.port)
-
-    def is_running(self) -> bool:
-        status = subprocess.run(
-            self._as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status"]),
-            capture_output=True,
-            check=False,
-        )
-        return status.returncode == 0
-
-    def stop(self, mode: str = "fast") -> None:
-        subprocess.run(
-            self._as_owner(
-                [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"]
-            ),
-            capture_output=True,
-            check=False,
-        )
-
-    def remove(self) -> None:
-        self.stop("immediate")
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    # -- client helpers ------------------------------------------------------
-    def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            dbname=dbname,
-            **{"autocommit": True, **kwargs},
-        )
-
-    def execute(self, dbname: str, sql: str) -> None:
-        with self.connect(dbname) as conn:
-            conn.execute(sql)
-
-    def query(self, dbname: str, sql: str) -> list[tuple[Any, ...]]:
-        with self.connect(dbname) as conn:
-            return conn.execute(sql).fetchall()
-
-    def client_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PGPASSWORD"] = self.password
-        env["PATH"] = f"{self.bindir}{os.pathsep}{env.get('PATH', '')}"
-        return env
-
-    def client_argv(self, tool: str, dbname: str) -> list[str]:
-        """A client tool of this server's version, pointed at `dbname` over TCP."""
-        return [
-            str(self.bindir / tool),
-            *("-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", dbname),
-        ]
-
-    def psql(self, dbname: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """psql the way the postgres image's entrypoint runs init scripts."""
-        return subprocess.run(
-            [*self.client_argv("psql", dbname), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", *args],
-            env=self.client_env(),
-            capture_output=True,
-            text=True,
-            check=check,
-        )
-
-    def recreate_database(self, dbname: str, template: str = "template0") -> None:
-        with self.connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
-
-    def fingerprint(self, dbname: str) -> str:
-        """Everything in a database, schema and data, as pg_dump prints it (deterministic)."""
-        proc = subprocess.run(
-            [*self.client_argv("pg_dump", dbname), "--no-owner", "--no-privileges"],
-            env=self.client_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        # pg_dump >= 15.14 brackets its output with a random \restrict key.
-        keep = (line for line in proc.stdout.splitlines() if not line.startswith(_RESTRICT))
-        return "\n".join(keep)
+    """The PostgreSQL binaries the tests run: $PG_BINDIR, else the bundled 17 (dev/pgserver.py)."""
+    found = default_bindir()
+    if found is None:
+        pytest.exit("No PostgreSQL server binaries found: run `bash .ci/run`, or set PG_BINDIR.", 2)
+    problem = usable_problem(found)
+    if problem is not None:
+        pytest.exit(problem, 2)
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -244,15 +66,13 @@ def bindir() -> Path:
 
 @pytest.fixture(scope="session")
 def source_server(bindir: Path) -> Iterator[PgServer]:
-    server = PgServer("source", bindir)
+    server = PgServer("source", bindir, PASSWORD)
     try:
         server.init()
         server.start()
-        # Seed a template once, exactly as the image does: every *.sql in
-        # source_db_init/, in sorted order, with ON_ERROR_STOP and no psqlrc.
+        # Seed a template once, exactly as the image does.
         server.recreate_database(SEEDED_TEMPLATE)
-        for script in sorted(SEED_DIR.glob("*.sql")):
-            server.psql(SEEDED_TEMPLATE, "-f", str(script))
+        run_init_scripts(server, SEEDED_TEMPLATE, SEED_DIR)
         yield server
     finally:
         server.remove()
@@ -260,13 +80,78 @@ def source_server(bindir: Path) -> Iterator[PgServer]:
 
 @pytest.fixture(scope="session")
 def destination_server(bindir: Path) -> Iterator[PgServer]:
-    server = PgServer("destination", bindir, password=PASSWORD + "-destination")
+    server = PgServer("destination", bindir, PASSWORD + "-destination")
     try:
         server.init()
         server.start()
         yield server
     finally:
         server.remove()
+
+
+# --- other versions: the cross-version tier (tests/test_versions.py) and ICU ---
+
+OLD_MAJOR = 15  # Debian bookworm's PostgreSQL, the version users upgrade from
+
+
+@pytest.fixture(scope="session")
+def old_bindir() -> Path:
+    found = debian_bindir(OLD_MAJOR)
+    if found is None:
+        pytest.skip(
+            f"needs Debian's PostgreSQL {OLD_MAJOR} in /usr/lib/postgresql/{OLD_MAJOR}/bin "
+            "(bash .ci/run installs it as root)"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def old_source_server(old_bindir: Path) -> Iterator[PgServer]:
+    """A PostgreSQL 15 server with the seed in SEEDED_TEMPLATE, like source_server."""
+    server = PgServer(f"source{OLD_MAJOR}", old_bindir, PASSWORD + "-old")
+    try:
+        server.init()
+        server.start()
+        server.recreate_database(SEEDED_TEMPLATE)
+        run_init_scripts(server, SEEDED_TEMPLATE, SEED_DIR)
+        yield server
+    finally:
+        server.remove()
+
+
+def has_icu(server: PgServer) -> bool:
+    # initdb imports the ICU collations of a build with ICU, and none otherwise.
+    rows = server.query("postgres", "SELECT count(*) FROM pg_collation WHERE collprovider = 'i'")
+    return int(rows[0][0]) > 0
+
+
+@pytest.fixture(scope="session")
+def icu_server(source_server: PgServer, request: pytest.FixtureRequest) -> PgServer:
+    """A server built with ICU: the default one if it has ICU (the postgres:17
+    image does; the bundled 17 does not), else Debian's PostgreSQL 15."""
+    if has_icu(source_server):
+        return source_server
+    server = request.getfixturevalue("old_source_server")
+    assert isinstance(server, PgServer)
+    if not has_icu(server):
+        pytest.skip(f"neither {source_server.bindir} nor {server.bindir} is built with ICU")
+    return server
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What a CI log must show: the versions this run tested."""
+    found = default_bindir()
+    if found is None:
+        return ["PostgreSQL: none found"]
+    old = debian_bindir(OLD_MAJOR)
+    return [
+        f"PostgreSQL server: {version_of(found / 'postgres')} ({found})",
+        f"PostgreSQL client tools (the job's pg_dump/pg_restore/psql/pg_isready): "
+        f"{version_of(found / 'pg_dump')} ({found})",
+        f"PostgreSQL {OLD_MAJOR} (cross-version tier, ICU): "
+        + (f"{version_of(old / 'postgres')} ({old})" if old else "not installed"),
+        f"Python: {platform.python_version()} ({sys.executable})",
+    ]
 
 
 # The two copy paths (issue #4), as settings. The seed is far below the

@@ -64,6 +64,7 @@ REPO = TESTS_DIR.parent
 # tests/conftest.py is imported as a plain module, the way pytest's rootdir
 # conftest is (pyproject.toml's mypy_path also has tests/ on it).
 sys.path.insert(0, str(TESTS_DIR))
+sys.path.insert(0, str(REPO / "dev"))  # conftest's servers come from dev/pgserver.py
 
 MB = 1024 * 1024
 METHODS = ("job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb")
@@ -109,7 +110,8 @@ BYTES_PER_ROW = {
 
 def make_server(name: str, bindir: Path) -> PgServer:
     """A PgServer whose start() keeps PostgreSQL's default durability settings."""
-    from conftest import PgServer, _free_port  # noqa: PLC0415
+    from conftest import PASSWORD, PgServer  # noqa: PLC0415
+    from pgserver import free_port  # noqa: PLC0415
 
     class BenchServer(PgServer):
         """PgServer.start() turns fsync, full_page_writes and synchronous_commit off:
@@ -121,7 +123,7 @@ def make_server(name: str, bindir: Path) -> PgServer:
 
         def start(self, port: int | None = None) -> None:
             for _ in range(1 if port else 5):  # a free port can be taken meanwhile
-                self.port = port or _free_port()
+                self.port = port or free_port()
                 options = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1"
                 argv = [
                     str(self.bindir / "pg_ctl"),
@@ -135,7 +137,7 @@ def make_server(name: str, bindir: Path) -> PgServer:
                     return
             raise RuntimeError(f"{self.name} server did not start: {self.logfile.read_text()}")
 
-    server: PgServer = BenchServer(name, bindir)
+    server: PgServer = BenchServer(name, bindir, PASSWORD)
     return server
 
 
