@@ -120,8 +120,11 @@ def old_source_server(old_bindir: Path) -> Iterator[PgServer]:
 
 
 def has_icu(server: PgServer) -> bool:
-    # initdb imports the ICU collations of a build with ICU, and none otherwise.
-    rows = server.query("postgres", "SELECT count(*) FROM pg_collation WHERE collprovider = 'i'")
+    # initdb imports ICU's locales (und-x-icu, ...) only into a build with ICU;
+    # 16+ lists a `unicode` ICU collation even without it.
+    rows = server.query(
+        "postgres", "SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'"
+    )
     return int(rows[0][0]) > 0
 
 
