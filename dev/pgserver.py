@@ -298,10 +298,10 @@ class PgServer:
         env["PATH"] = f"{self.bindir}{os.pathsep}{env.get('PATH', '')}"
         return env
 
-    def client_argv(self, tool: str, dbname: str) -> list[str]:
-        """A client tool of this server's version, pointed at `dbname` over TCP."""
+    def client_argv(self, tool: str, dbname: str, tools: Path | None = None) -> list[str]:
+        """A client tool (of this server's version unless `tools` says), pointed at `dbname`."""
         return [
-            str(self.bindir / tool),
+            str((tools or self.bindir) / tool),
             *("-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", dbname),
         ]
 
@@ -320,10 +320,10 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
 
-    def fingerprint(self, dbname: str) -> str:
+    def fingerprint(self, dbname: str, tools: Path | None = None) -> str:
         """Everything in a database, schema and data, as pg_dump prints it (deterministic)."""
         proc = subprocess.run(
-            [*self.client_argv("pg_dump", dbname), "--no-owner", "--no-privileges"],
+            [*self.client_argv("pg_dump", dbname, tools), "--no-owner", "--no-privileges"],
             env=self.client_env(),
             capture_output=True,
             text=True,

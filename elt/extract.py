@@ -9,6 +9,8 @@ the copy therefore neither break the copy nor cause false alarms.
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 from types import TracebackType
 
@@ -17,8 +19,8 @@ from psycopg import sql
 
 from config import DatabaseSettings, Settings
 from connect import connect
-from errors import ExtractError, message_lines
-from processes import connection_args
+from errors import ExtractError, SettingsError, message_lines
+from processes import child_env, connection_args
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
@@ -48,6 +50,50 @@ def pg_dump_argv(db: DatabaseSettings, snapshot: str) -> list[str]:
         "--no-subscriptions",
         "--no-security-labels",
     ]
+
+
+def pg_dump_version_argv() -> list[str]:
+    return ["pg_dump", "--version"]
+
+
+def tool_major(version_output: str) -> int | None:
+    """17 from `pg_dump (PostgreSQL) 17.11`, 15 from `... 15.18 (Debian 15.18-0+deb12u1)`."""
+    match = re.search(r"\(PostgreSQL\) (\d+)", version_output)
+    return int(match.group(1)) if match else None
+
+
+def check_pg_dump_version(source_version: int, timeout_seconds: int) -> None:
+    """Refuse, before the destination is touched, a pg_dump older than the source.
+
+    pg_dump aborts on a server of a newer major version ("server version
+    mismatch"); found here, that is one clear error instead of a failed load.
+    """
+    try:
+        proc = subprocess.run(
+            pg_dump_version_argv(),
+            env=child_env(None, timeout_seconds),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise SettingsError(
+            "pg_dump was not found on PATH",
+            hint="Install the PostgreSQL client tools (Debian: postgresql-client-17), "
+            "of the destination's major version, or put them on PATH.",
+            tool="pg_dump",
+        ) from None
+    tools = tool_major(proc.stdout)
+    source = source_version // 10000
+    if tools is not None and tools < source:
+        raise ExtractError(
+            f"The client tools are older than the source server: pg_dump {tools} cannot "
+            f"dump PostgreSQL {source}; nothing was changed",
+            hint=f"Put the client tools of PostgreSQL {source} or newer (the destination's "
+            "major version) first on PATH; see README, Running without Docker.",
+            pg_dump_version=proc.stdout.strip(),
+            source_server_version=source_version,
+        )
 
 
 class SourceSnapshot:

@@ -24,7 +24,7 @@ from progress import CopyScanner, Progress, mb_per_second
 from config import Settings, ValidationLevel, same_database_error
 from connect import connect, log_connected, wait_for_postgres
 from errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
-from extract import SourceSnapshot, pg_dump_argv, read_sql
+from extract import SourceSnapshot, check_pg_dump_version, pg_dump_argv, read_sql
 from load import BUSY_MARKER, busy_error, pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
 from validate import (
@@ -271,6 +271,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     level = settings.validation
     # Holds the run's locks on the destination until validation is done.
     with contextlib.ExitStack() as hold, SourceSnapshot.open(settings) as snapshot:
+        check_pg_dump_version(snapshot.conn.info.server_version, settings.connect_timeout_seconds)
         try:
             schemas = snapshot.schemas()
             if level is not ValidationLevel.OFF:
