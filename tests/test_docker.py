@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pgserver import free_port
+
 if TYPE_CHECKING:
     from testcontainers.compose import ComposeContainer, DockerCompose
 
@@ -27,6 +29,8 @@ COMPOSE_FILE = "docker-compose.yaml"
 # The stack is run with .env.example, not with whatever .env a developer keeps,
 # so the outcome does not depend on local settings.
 ENV_FILE = ".env.example"
+PROJECT_NAME = "elt-pipeline-tier2-tests"
+CONTAINER_NAMES = ("source_postgres", "destination_postgres", "elt_script")
 JOB_SERVICE = "elt_script"
 DESTINATION_SERVICE = "destination_postgres"
 
@@ -156,11 +160,37 @@ def destination_counts(compose: DockerCompose) -> dict[str, int]:
     return counts
 
 
+def containers_in_the_way() -> list[str]:
+    """The compose file's fixed container names that already exist (a user's own stack)."""
+    result = subprocess.run(
+        ["docker", "ps", "--all", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=PROBE_TIMEOUT_SECONDS,
+    )
+    return sorted(set(result.stdout.split()) & set(CONTAINER_NAMES))
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     reason = docker_unavailable_reason()
     if reason is not None:
         pytest.skip(f"tier 2 needs a Docker engine: {reason}")
+    taken = containers_in_the_way()
+    if taken:
+        # Never stop or remove a stack of the user's: its names would collide.
+        pytest.skip(f"containers {', '.join(taken)} exist (your own stack?); tier 2 leaves them be")
+    with pytest.MonkeyPatch.context() as env:
+        # Its own project (so `down` only ever removes the test's containers
+        # and volumes) and free host ports, over .env.example's values.
+        env.setenv("COMPOSE_PROJECT_NAME", PROJECT_NAME)
+        env.setenv("SOURCE_PUBLISH_PORT", str(free_port()))
+        env.setenv("DESTINATION_PUBLISH_PORT", str(free_port()))
+        yield from run_stack()
+
+
+def run_stack() -> Iterator[Stack]:
     # Imported only here, once an engine is known to answer, so that a machine
     # without Docker never loads testcontainers (or the docker SDK below it).
     from testcontainers.compose import DockerCompose  # noqa: PLC0415

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_static import ENV_EXAMPLE, load_yaml, parse_env_file
+from test_static import ENV_EXAMPLE, PUBLISHING, load_yaml, parse_env_file
 
 import config
 import errors
@@ -48,7 +48,7 @@ def test_readme_defaults_match_the_code() -> None:
 
 def test_env_example_lists_every_setting_with_the_codes_defaults() -> None:
     env = parse_env_file(ENV_EXAMPLE.read_text(encoding="utf-8"))
-    assert sorted(env.values) == sorted(config.DEFAULTS)
+    assert sorted(env.values) == sorted([*config.DEFAULTS, *PUBLISHING])
     assert sorted(env.commented) == sorted(config.PASSWORD_FILE_VARIABLES)
     for name, default in config.DEFAULTS.items():
         assert env.values[name] == (default if default is not None else "secret"), name
@@ -60,6 +60,12 @@ def test_compose_passes_every_setting_to_the_job() -> None:
     assert sorted(environment) == sorted(config.DEFAULTS)
     for name, value in environment.items():
         assert value.startswith(f"${{{name}:-"), name  # each takes its own variable
+
+
+@pytest.mark.parametrize(("name", "default"), PUBLISHING.items())
+def test_readme_documents_the_published_ports(name: str, default: str) -> None:
+    # Compose-only settings are not in the job's table; Quick Start names them.
+    assert f"| `{name}` | `{default}` |" in readme_section("2. (Optional) Configure")
 
 
 def test_exit_code_table_matches_the_code() -> None:

@@ -174,7 +174,11 @@ DATABASES = ("source_postgres", "destination_postgres")
 COMPOSE_EXPECTATIONS: list[tuple[tuple[str, ...], Any]] = [
     (("services", "source_postgres", "image"), "postgres:17"),
     (("services", "source_postgres", "container_name"), "source_postgres"),
-    (("services", "source_postgres", "ports"), ["5437:5432"]),
+    # Published on 127.0.0.1 unless PUBLISH_ADDRESS says otherwise.
+    (
+        ("services", "source_postgres", "ports"),
+        ["${PUBLISH_ADDRESS:-127.0.0.1}:${SOURCE_PUBLISH_PORT:-5437}:5432"],
+    ),
     (
         ("services", "source_postgres", "environment", "POSTGRES_DB"),
         "${SOURCE_POSTGRES_DB:-source_db}",
@@ -189,7 +193,10 @@ COMPOSE_EXPECTATIONS: list[tuple[tuple[str, ...], Any]] = [
     ),
     (("services", "destination_postgres", "image"), "postgres:17"),
     (("services", "destination_postgres", "container_name"), "destination_postgres"),
-    (("services", "destination_postgres", "ports"), ["5438:5432"]),
+    (
+        ("services", "destination_postgres", "ports"),
+        ["${PUBLISH_ADDRESS:-127.0.0.1}:${DESTINATION_PUBLISH_PORT:-5438}:5432"],
+    ),
     (
         ("services", "destination_postgres", "environment", "POSTGRES_DB"),
         "${DESTINATION_POSTGRES_DB:-destination_db}",
@@ -466,6 +473,14 @@ def test_env_example_is_plain_and_fully_documented(env_example: EnvFile) -> None
     assert env_example.undocumented == []
 
 
+# Compose-only settings (the job never reads them): where the databases are
+# published on the host. dev/stack listens on the same two ports.
+PUBLISHING = {
+    "PUBLISH_ADDRESS": "127.0.0.1",
+    "SOURCE_PUBLISH_PORT": "5437",
+    "DESTINATION_PUBLISH_PORT": "5438",
+}
+
 ENV_EXAMPLE_EXPECTED = {
     "SOURCE_POSTGRES_HOST": "source_postgres",
     "SOURCE_POSTGRES_PORT": "5432",
@@ -486,6 +501,7 @@ ENV_EXAMPLE_EXPECTED = {
     "ELT_JOBS": "auto",
     "ELT_PARALLEL_MIN_MB": "64",
     "ELT_PROGRESS_SECONDS": "5",
+    **PUBLISHING,
 }
 
 
@@ -527,3 +543,39 @@ def test_every_compose_variable_defaults_to_the_env_example_value(
     # And the other way round: a variable in .env.example that compose never
     # reads would be a setting that silently does nothing.
     assert sorted({ref.name for ref in references}) == sorted(env_example.values)
+
+
+# --- the image's files are readable by its unprivileged user ----------------
+
+
+def copy_instructions(dockerfile: str) -> list[str]:
+    return [line for line in dockerfile.splitlines() if line.startswith("COPY ")]
+
+
+def unreadable_copies(dockerfile: str) -> list[str]:
+    """COPY lines that leave the files' modes to the build host's umask and checkout."""
+    bad = []
+    for line in copy_instructions(dockerfile):
+        mode = re.search(r"--chmod=([0-7]{3,4})\b", line)
+        if mode is None or not int(mode.group(1), 8) & 0o004:
+            bad.append(line)
+    return bad
+
+
+def test_every_copy_sets_modes_that_uid_10001_can_read() -> None:
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    assert copy_instructions(dockerfile), "the Dockerfile copies nothing?"
+    assert unreadable_copies(dockerfile) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "bad"),
+    [
+        ("COPY *.py ./", True),
+        ("COPY --chmod=0600 *.py ./", True),
+        ("COPY --chmod=0644 *.py ./", False),
+        ("COPY --chown=1:1 --chmod=755 sql/ ./sql/", False),
+    ],
+)
+def test_unreadable_copies(line: str, bad: bool) -> None:
+    assert unreadable_copies(line) == ([line] if bad else [])

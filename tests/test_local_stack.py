@@ -1,0 +1,136 @@
+"""The local stack (dev/stack): compose's two databases without Docker.
+
+`bash dev/stack up` is run as the README gives it, on free ports and in a
+state directory of its own (so a developer's own local stack is left alone),
+then `bash dev/stack down`, which must leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import REPO, SEED_COUNTS
+from local_stack import StackError, compose_value, read_env_file, settings
+from pgserver import free_port
+
+STACK = REPO / "dev" / "stack"
+# Settings the stack reads; the test sets every one of them itself.
+OWN = ("SOURCE_", "DESTINATION_", "ELT_", "PUBLISH_", "LOCAL_STACK_")
+SUCCESS = "ELT pipeline completed successfully"
+
+
+@pytest.fixture
+def stack_env() -> Iterator[dict[str, str]]:
+    """.env.example's settings with other passwords and free ports, in a directory of its own."""
+    state = Path(tempfile.mkdtemp(prefix="elt-local-stack-"))
+    state.chmod(0o755)  # the server user must reach the data directories below
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN)}
+    env.update(read_env_file(REPO / ".env.example"))
+    env.update(
+        {
+            # From the environment compose takes values as they are: `$` too.
+            "SOURCE_POSTGRES_PASSWORD": "s0urce p$ss'\"\\:@-ü",
+            "DESTINATION_POSTGRES_PASSWORD": "dest p$ss'\"\\:@-ü",
+            "SOURCE_PUBLISH_PORT": str(free_port()),
+            "DESTINATION_PUBLISH_PORT": str(free_port()),
+            "LOCAL_STACK_DIR": str(state / "stack"),
+        }
+    )
+    try:
+        yield env
+    finally:
+        subprocess.run(["bash", str(STACK), "down"], env=env, capture_output=True, check=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def stack(env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(STACK), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,  # a safety net (the first run installs), not a measurement
+    )
+
+
+def counts(env: dict[str, str], side: str) -> dict[str, int]:
+    prefix = side.upper()
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=int(env[f"{prefix}_PUBLISH_PORT"]),
+        user=env[f"{prefix}_POSTGRES_USER"],
+        password=env[f"{prefix}_POSTGRES_PASSWORD"],
+        dbname=env[f"{prefix}_POSTGRES_DB"],
+    ) as conn:
+        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in SEED_COUNTS)
+        return {str(t): int(n) for t, n in conn.execute(sql).fetchall()}
+
+
+def test_up_runs_the_job_and_leaves_the_databases_running_down_removes_them(
+    stack_env: dict[str, str],
+) -> None:
+    up = stack(stack_env, "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    final = json.loads(up.stdout.splitlines()[-1])  # the job's own JSON lines
+    assert final["message"] == SUCCESS
+    assert final["source"] == "127.0.0.1/source_db"
+    # Still running afterwards, as the README promises: the seed on both sides.
+    assert counts(stack_env, "source") == SEED_COUNTS
+    assert counts(stack_env, "destination") == SEED_COUNTS
+    assert "bash dev/stack down" in up.stderr
+
+    again = stack(stack_env, "up")  # reuses both databases: no second seed
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert counts(stack_env, "source") == SEED_COUNTS
+
+    state = Path(stack_env["LOCAL_STACK_DIR"])
+    for password in (
+        stack_env["SOURCE_POSTGRES_PASSWORD"],
+        stack_env["DESTINATION_POSTGRES_PASSWORD"],
+    ):
+        for output in (up.stdout, up.stderr, again.stdout, again.stderr):
+            assert password not in output
+        leaked = [
+            p for p in state.rglob("*") if p.is_file() and password.encode() in p.read_bytes()
+        ]
+        assert leaked == [], "a password was left in a file"
+
+    down = stack(stack_env, "down")
+    assert down.returncode == 0, down.stderr
+    assert not state.exists()
+    with pytest.raises(psycopg.OperationalError):
+        counts(stack_env, "destination")
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("secret", "secret"), ("pa$$word", "pa$word"), ("$$$$", "$$"), ("", "")],
+)
+def test_env_values_are_read_as_compose_reads_them(raw: str, value: str) -> None:
+    assert compose_value("X", raw) == value
+
+
+@pytest.mark.parametrize("raw", ["pa$word", "${HOME}", "end$", "$$$x"])
+def test_a_dollar_compose_would_substitute_is_refused(raw: str) -> None:
+    with pytest.raises(StackError, match=r"write `\$\$` for a literal|Write `\$\$`"):
+        compose_value("SOURCE_POSTGRES_PASSWORD", raw)
+
+
+def test_the_environment_wins_over_env_which_wins_over_the_example(tmp_path: Path) -> None:
+    (tmp_path / ".env.example").write_text("# comment\nA=example\nB=example\nC=example\n")
+    (tmp_path / ".env").write_text("B=dotenv\nC=dotenv\n")
+    assert settings({"C": "environ", "D": "ignored"}, tmp_path) == {
+        "A": "example",
+        "B": "dotenv",
+        "C": "environ",
+    }
