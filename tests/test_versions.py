@@ -10,10 +10,20 @@ touched. Skipped, with the reason printed, where Debian's 15 is not installed
 from __future__ import annotations
 
 import os
+import platform
+import sys
 
 import pytest
 
-from conftest import SEED_COUNTS, SEEDED_TEMPLATE, Databases, PgServer, run_elt, the_error
+from conftest import (
+    SEED_COUNTS,
+    SEEDED_TEMPLATE,
+    Databases,
+    PgServer,
+    pytest_report_header,
+    run_elt,
+    the_error,
+)
 from extract import tool_major
 
 
@@ -98,3 +108,12 @@ def test_tools_older_than_the_source_are_refused_before_the_destination_is_touch
 )
 def test_tool_major(output: str, major: int | None) -> None:
     assert tool_major(output) == major
+
+
+def test_the_header_names_the_server_the_tests_run(
+    pytestconfig: pytest.Config, source_server: PgServer
+) -> None:
+    header = pytest_report_header(pytestconfig)
+    running = str(source_server.query("postgres", "SHOW server_version")[0][0]).split()[0]
+    assert f"PostgreSQL server: {running} ({source_server.bindir})" in header
+    assert f"Python: {platform.python_version()} ({sys.executable})" in header
