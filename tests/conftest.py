@@ -349,3 +349,92 @@ def the_error(run: EltRun) -> dict[str, Any]:
     assert errors[0]["hint"]
     assert errors[0]["exit_code"] == run.returncode
     return errors[0]
+
+
+# --- dbt (transform/, tests/test_transform.py) ---------------------------------
+
+TRANSFORM = REPO / "transform"
+# .ci/run installs dbt into a virtualenv of its own (transform/requirements.txt).
+DBT_VENV = REPO / ".venv-dbt"
+DBT_PROFILE_VARIABLES = tuple(
+    f"DESTINATION_POSTGRES_{key}" for key in ("HOST", "PORT", "DB", "USER", "PASSWORD")
+)
+
+
+@pytest.fixture(scope="session")
+def dbt_bin() -> Path:
+    path = DBT_VENV / "bin" / "dbt"
+    if not path.is_file():
+        pytest.fail(
+            f"{path} is missing: run `bash .ci/run`, which installs transform/requirements.txt"
+        )
+    return path
+
+
+def dbt_argv(dbt: Path, command: str, workdir: Path, *args: str) -> list[str]:
+    """`dbt <command>` on transform/, its artifacts and logs in `workdir`, never in the tree."""
+    return [
+        str(dbt),
+        *command.split(),
+        *("--project-dir", str(TRANSFORM)),
+        *("--profiles-dir", str(TRANSFORM)),
+        *("--target-path", str(workdir / "target")),
+        *("--log-path", str(workdir / "logs")),
+        *("--log-format", "json"),
+        *args,
+    ]
+
+
+def dbt_env(job_env: Mapping[str, str], home: Path) -> dict[str, str]:
+    """dbt's environment: the destination's settings from the job's, nothing of the source's."""
+    env = {name: job_env[name] for name in DBT_PROFILE_VARIABLES}
+    env.update(PATH=os.environ.get("PATH", ""), LANG="C.UTF-8", HOME=str(home))
+    return env
+
+
+@dataclass
+class DbtRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    logs: list[dict[str, Any]]
+    workdir: Path
+
+    def artifact(self, name: str) -> dict[str, Any]:
+        data = json.loads((self.workdir / "target" / name).read_text(encoding="utf-8"))
+        assert isinstance(data, dict)
+        return data
+
+    def statuses(self) -> dict[str, str]:
+        """unique_id -> status of every node the command ran (run_results.json)."""
+        return {r["unique_id"]: r["status"] for r in self.artifact("run_results.json")["results"]}
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [
+            str(line["info"]["msg"])
+            for line in self.logs
+            if level is None or line["info"]["level"] == level
+        ]
+
+
+def run_dbt(
+    dbt: Path, command: str, job_env: Mapping[str, str], workdir: Path, *args: str
+) -> DbtRun:
+    """Run dbt on transform/; every stdout line must be JSON and no password may leak."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        dbt_argv(dbt, command, workdir, *args),
+        env=dbt_env(job_env, home),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_NET_SECONDS,  # a safety net against a hung run, not a measurement
+        check=False,
+    )
+    logs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    password = job_env["DESTINATION_POSTGRES_PASSWORD"]
+    assert password not in proc.stdout, "the password leaked into dbt's logs"
+    assert password not in proc.stderr, "the password leaked into dbt's stderr"
+    return DbtRun(proc.returncode, proc.stdout, proc.stderr, logs, workdir)

@@ -33,6 +33,7 @@ PROJECT_NAME = "elt-pipeline-tier2-tests"
 CONTAINER_NAMES = ("source_postgres", "destination_postgres", "elt_script")
 JOB_SERVICE = "elt_script"
 DESTINATION_SERVICE = "destination_postgres"
+DBT_SERVICE = "dbt"
 
 EXPECTED_COUNTS = {"users": 14, "films": 20, "film_category": 39, "actors": 20, "film_actors": 20}
 SUCCESS_MESSAGE = "ELT pipeline completed successfully"
@@ -239,6 +240,26 @@ def test_first_run_copies_everything(stack: Stack) -> None:
     ), logs
 
     assert destination_counts(stack.compose) == EXPECTED_COUNTS
+
+
+def test_dbt_service_builds_the_marts(stack: Stack) -> None:
+    # Before the rerun below, so that no load runs while dbt builds.
+    dbt = wait_for_exit(stack.compose, DBT_SERVICE, JOB_TIMEOUT_SECONDS)
+    logs = container_logs(dbt)
+    assert exit_code(dbt) == 0, logs
+    messages = [json.loads(line)["info"]["msg"] for line in logs.splitlines() if line.strip()]
+    assert "Completed successfully" in messages, logs
+    stdout, _, _ = stack.compose.exec_in_container(
+        [
+            "sh",
+            "-c",
+            'exec psql -X -v ON_ERROR_STOP=1 -A -t -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$1"',
+            "sh",
+            "SELECT count(*) FROM marts.fct_film_cast",
+        ],
+        service_name=DESTINATION_SERVICE,
+    )
+    assert stdout.strip() == str(EXPECTED_COUNTS["film_actors"])
 
 
 def test_rerun_is_safe(stack: Stack) -> None:

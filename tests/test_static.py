@@ -28,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 DOCKERFILE = REPO_ROOT / "elt" / "Dockerfile"
+# Every image the compose file builds: the ELT job's and the dbt service's.
+DOCKERFILES = [DOCKERFILE, REPO_ROOT / "transform" / "Dockerfile"]
 INIT_DIR = REPO_ROOT / "source_db_init"
 
 # The tools are pinned in requirements-dev.txt and installed into the same venv
@@ -135,17 +137,19 @@ def describe(findings: list[Finding]) -> str:
     return "\n".join(f"line {f.line}: {f.code} {f.level}: {f.message}" for f in findings)
 
 
-def test_dockerfile_has_no_hadolint_errors_or_warnings() -> None:
-    _, findings = run_hadolint(DOCKERFILE)
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_has_no_hadolint_errors_or_warnings(dockerfile: Path) -> None:
+    _, findings = run_hadolint(dockerfile)
     serious = [f for f in findings if f.level in {"error", "warning"}]
     assert serious == [], describe(serious)
 
 
-def test_dockerfile_has_no_unexplained_hadolint_findings() -> None:
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_has_no_unexplained_hadolint_findings(dockerfile: Path) -> None:
     # Infos and style notes are acceptable only when ignored with a reason,
     # in .hadolint.yaml or an inline `# hadolint ignore=` pragma; an ignored
     # rule does not appear in the report, so anything reported is unexplained.
-    returncode, findings = run_hadolint(DOCKERFILE)
+    returncode, findings = run_hadolint(dockerfile)
     assert findings == [], describe(findings)
     assert returncode == 0
 
@@ -227,6 +231,23 @@ COMPOSE_EXPECTATIONS: list[tuple[tuple[str, ...], Any]] = [
         ("services", "elt_script", "depends_on", "destination_postgres", "condition"),
         "service_healthy",
     ),
+    (("services", "dbt", "build"), "./transform"),
+    (("services", "dbt", "restart"), "no"),
+    # Only after a load that exited 0: never transform a failed load's leftovers.
+    (
+        ("services", "dbt", "depends_on"),
+        {"elt_script": {"condition": "service_completed_successfully"}},
+    ),
+    *(
+        (("services", "dbt", "environment", f"DESTINATION_POSTGRES_{key}"), value)
+        for key, value in [
+            ("HOST", "${DESTINATION_POSTGRES_HOST:-destination_postgres}"),
+            ("PORT", "${DESTINATION_POSTGRES_PORT:-5432}"),
+            ("DB", "${DESTINATION_POSTGRES_DB:-destination_db}"),
+            ("USER", "${DESTINATION_POSTGRES_USER:-postgres}"),
+            ("PASSWORD", "${DESTINATION_POSTGRES_PASSWORD:-secret}"),
+        ]
+    ),
 ]
 
 
@@ -243,12 +264,33 @@ def test_compose_file_has_no_version_key(compose: dict[str, Any]) -> None:
     assert "version" not in compose
 
 
-def test_compose_services_are_exactly_the_three(compose: dict[str, Any]) -> None:
+def test_compose_services_are_exactly_the_four(compose: dict[str, Any]) -> None:
     assert sorted(dig(compose, ("services",))) == [
+        "dbt",
         "destination_postgres",
         "elt_script",
         "source_postgres",
     ]
+
+
+def test_dbt_service_gets_only_the_destination_settings(compose: dict[str, Any]) -> None:
+    # transform/profiles.yml reads exactly these; the source's password has no
+    # business in the dbt container.
+    assert sorted(dig(compose, ("services", "dbt", "environment"))) == [
+        f"DESTINATION_POSTGRES_{key}" for key in ("DB", "HOST", "PASSWORD", "PORT", "USER")
+    ]
+
+
+def test_dbt_image_runs_as_a_numeric_non_root_user_and_logs_json() -> None:
+    # What the compose service relies on without restating it: `dbt build` by
+    # default, JSON log lines, and an unprivileged user.
+    text = (REPO_ROOT / "transform" / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.12-slim-trixie$", text, re.M)
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users == ["10001:10001"]
+    assert re.search(r"^\s*DBT_LOG_FORMAT=json\b", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["dbt"\]$', text, re.M)
+    assert re.search(r'^CMD \["build"\]$', text, re.M)
 
 
 @pytest.mark.parametrize("db", DATABASES)
