@@ -380,6 +380,15 @@ def _rowless_tables(
 
 def _catalog_error(message: str, exc: psycopg.Error) -> ExtractError:
     """A failed read of the source's catalogs (in the snapshot), before any copy."""
+    if isinstance(exc, psycopg.errors.CharacterNotInRepertoire):
+        # The job reads catalogs as UTF-8 (connect()); a SQL_ASCII database can
+        # hold names in any bytes, which the server then refuses to send.
+        return ExtractError(
+            f"{message}: the source has names or definitions that are not valid UTF-8",
+            hint="Rename those objects on the source with UTF-8 (or ASCII) names; "
+            "the job reads the source's catalogs as UTF-8.",
+            stderr_tail=message_lines(exc),
+        )
     return ExtractError(
         message,
         hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",

@@ -123,6 +123,22 @@ def test_sources_in_other_encodings_copy_and_validate(
         assert rows == [(0, ASCII), (1, stored)]
 
 
+def test_a_sql_ascii_source_with_names_that_are_not_utf8_is_refused(dbs: Databases) -> None:
+    create_database(dbs.source, dbs.source_db, "SQL_ASCII")
+    dbs.source.execute(
+        dbs.source_db,
+        "DO $$ BEGIN EXECUTE format('CREATE TABLE public.%I (id int)', "
+        "convert_from('\\x636166e9'::bytea, 'SQL_ASCII')); END $$",
+    )
+
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 4, run.stdout
+    (error,) = run.errors()
+    assert "not valid UTF-8" in error["error"]
+    assert "Rename" in error["hint"]
+
+
 def test_a_snapshot_id_read_as_bytes_is_a_bug_not_a_tool_failure(dbs: Databases) -> None:
     # A driver session that returns text as bytes (psycopg does so on a
     # SQL_ASCII database unless the job asks for UTF8) must not produce a
