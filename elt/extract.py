@@ -31,8 +31,9 @@ def copy_encoding(source: str, destination: str) -> str:
     """The client encoding the rows travel in: the source database's, which the
     destination converts from, except for a SQL_ASCII source. Its bytes have no
     encoding, and PostgreSQL's text COPY would store them in the destination
-    unchecked; declared in the destination's encoding, they are checked there,
-    so a UTF8 destination never holds invalid UTF-8 (the load fails instead)."""
+    unchecked. Asked for in the destination's encoding, they are checked on
+    the way (the source's server checks them as it sends them), so a UTF8
+    destination never holds invalid UTF-8: the copy fails instead."""
     return destination if source == "SQL_ASCII" else source
 
 

@@ -116,6 +116,7 @@ def test_sources_in_other_encodings_copy_and_validate(
             continue
         assert run.returncode == 0, f"run {attempt}: {run.stdout}"
         assert run.stderr == ""
+        assert run.logs[-1]["copy_path"] == dbs.path
         (summary,) = run.find("Validation summary")
         assert summary["tables_checked"] == 1
         assert summary["tables_mismatched"] == 0
@@ -189,6 +190,7 @@ def test_a_hot_standby_source_copies_unlogged_tables_without_rows(standby_dbs: D
 
         assert run.returncode == 0, f"run {attempt}: {run.stdout}"
         assert run.stderr == ""
+        assert run.logs[-1]["copy_path"] == dbs.path
         (warning,) = [line for line in run.logs if line["level"] == "WARNING"]
         assert warning["message"] == "Unlogged tables copied without their rows"
         assert warning["tables"] == ["public.scratch_pad"]
