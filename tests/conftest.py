@@ -173,6 +173,17 @@ class PgServer:
             check=True,
             capture_output=True,
         )
+        # The standby's connection to the primary, written here: the libpq of
+        # some builds' pg_basebackup writes options (sslnegotiation) that the
+        # server's walreceiver does not know. The last setting in the file wins.
+        conninfo = (
+            f"host=127.0.0.1 port={primary.port} user={primary.user} password='"
+            + primary.password.replace("\\", "\\\\").replace("'", "\\'")
+            + "'"
+        )
+        setting = conninfo.replace("\\", "\\\\").replace("'", "''")
+        with (self.datadir / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
+            conf.write(f"primary_conninfo = '{setting}'\n")
 
     def restart(self) -> None:
         """Start again on the same port after a stop (a crash, in fault tests)."""
@@ -310,8 +321,15 @@ def replica_pair(bindir: Path) -> Iterator[tuple[PgServer, PgServer]]:
 
 
 def wait_for_replay(primary: PgServer, standby: PgServer) -> None:
-    """Wait until the standby has replayed everything the primary has written so far."""
-    ((lsn,),) = primary.query("postgres", "SELECT pg_catalog.pg_current_wal_lsn()::text")
+    """Wait until the standby has replayed everything the primary has committed so far."""
+    with primary.connect() as conn:
+        # A synchronous commit that wrote WAL flushes all WAL before it (the
+        # servers commit asynchronously), and only flushed WAL is sent.
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("SELECT pg_catalog.pg_logical_emit_message(true, 'elt_test', 'replay')")
+        row = conn.execute("SELECT pg_catalog.pg_current_wal_flush_lsn()::text").fetchone()
+    assert row is not None
+    lsn = row[0]
     for _ in range(6000):  # a generous bound (minutes), not a measurement
         ((done,),) = standby.query(
             "postgres", f"SELECT pg_catalog.pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
