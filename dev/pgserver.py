@@ -248,6 +248,40 @@ class PgServer:
                 return
         raise RuntimeError(f"{self.name} server did not start: {self.logfile.read_text()}")
 
+    def replicate(self, primary: PgServer) -> None:
+        """Make this (not yet initialized) server a hot standby of `primary`:
+        `pg_basebackup -R` writes the standby's settings; start() then starts it."""
+        for path in (self.base, self.sockdir):
+            self._chown(path)
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(primary.bindir / "pg_basebackup"),
+                    *("-h", "127.0.0.1", "-p", str(primary.port), "-U", primary.user),
+                    "-D",
+                    str(self.datadir),
+                    "-R",
+                    "--wal-method=stream",
+                    "--checkpoint=fast",
+                    "--no-sync",
+                ]
+            ),
+            env=primary.client_env(),
+            check=True,
+            capture_output=True,
+        )
+        # The standby's connection to the primary, written here: the libpq of
+        # some builds' pg_basebackup writes options (sslnegotiation) that the
+        # server's walreceiver does not know. The last setting in the file wins.
+        conninfo = (
+            f"host=127.0.0.1 port={primary.port} user={primary.user} password='"
+            + primary.password.replace("\\", "\\\\").replace("'", "\\'")
+            + "'"
+        )
+        setting = conninfo.replace("\\", "\\\\").replace("'", "''")
+        with (self.datadir / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
+            conf.write(f"primary_conninfo = '{setting}'\n")
+
     def restart(self) -> None:
         """Start again on the same port after a stop (a crash, in fault tests)."""
         self.start(port=self.port)

@@ -112,6 +112,10 @@ def connect(
             passfile="/dev/null",
             connect_timeout=settings.connect_timeout_seconds,
             application_name=APPLICATION_NAME,
+            # Text as str whatever the server's encoding: on a SQL_ASCII database
+            # the driver would otherwise return bytes (the server then sends
+            # the bytes as stored, and psycopg decodes them as UTF-8).
+            client_encoding="UTF8",
             autocommit=autocommit,
         )
     except psycopg.OperationalError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from types import FrameType
@@ -32,17 +33,38 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 class RedactSecrets(logging.Filter):
-    """Defence in depth: no log line may carry a password, whatever put it there."""
+    """The last line of defence: no log line may carry a password, whatever put it there.
+
+    Passwords never enter a log record by construction: no setting that holds
+    one is logged, and the tools get theirs only through PGPASSWORD. What a
+    tool or driver might still echo is scrubbed here without rewriting names:
+    - a value written as a password (`password=...` in a connection string,
+      `PGPASSWORD=...`, the `:...@` of a URI), whatever it is;
+    - the literal password anywhere, if it is long enough not to be an
+      ordinary word: a short one (`secret`, `app`) would also match the
+      tables and databases named with it (`public.secret`, `bench_app`).
+    """
+
+    MIN_LITERAL_LENGTH = 12
+    MASK = "********"
+    _WRITTEN_AS_PASSWORD = re.compile(
+        r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s']\S*)"
+        r"|(?P<uri>\w+://[^\s:/@]*:)[^\s@]*(?=@)",
+        re.IGNORECASE,
+    )
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        self.secrets = [s for s in secrets if len(s) >= self.MIN_LITERAL_LENGTH]
+
+    def _mask(self, match: re.Match[str]) -> str:
+        return (match.group("key") or match.group("uri")) + self.MASK
 
     def _scrub(self, value: object) -> object:
         if isinstance(value, str):
             for secret in self.secrets:
-                value = value.replace(secret, "********")
-            return value
+                value = value.replace(secret, self.MASK)
+            return self._WRITTEN_AS_PASSWORD.sub(self._mask, value)
         if isinstance(value, list | tuple):
             return [self._scrub(v) for v in value]
         if isinstance(value, dict):

@@ -29,7 +29,17 @@ def read_sql(name: str) -> str:
     return (SQL_DIR / name).read_text(encoding="utf-8")
 
 
-def pg_dump_argv(db: DatabaseSettings, snapshot: str) -> list[str]:
+def copy_encoding(source: str, destination: str) -> str:
+    """The client encoding the rows travel in: the source database's, which the
+    destination converts from, except for a SQL_ASCII source. Its bytes have no
+    encoding, and PostgreSQL's text COPY would store them in the destination
+    unchecked. Asked for in the destination's encoding, they are checked on
+    the way (the source's server checks them as it sends them), so a UTF8
+    destination never holds invalid UTF-8: the copy fails instead."""
+    return destination if source == "SQL_ASCII" else source
+
+
+def pg_dump_argv(db: DatabaseSettings, snapshot: str, encoding: str | None = None) -> list[str]:
     """pg_dump writing a custom-format archive to stdout.
 
     * custom format, not plain SQL: a plain dump wraps large objects in its own
@@ -39,8 +49,10 @@ def pg_dump_argv(db: DatabaseSettings, snapshot: str) -> list[str]:
       CPU on the critical path and saves nothing.
     * subscriptions would make the destination connect to the source's
       publishers, and security labels need providers the destination may lack.
+    * `encoding`: the dump's client encoding (see copy_encoding), when it is
+      not the source database's.
     """
-    return [
+    argv = [
         "pg_dump",
         *connection_args(db),
         "--no-password",
@@ -50,6 +62,9 @@ def pg_dump_argv(db: DatabaseSettings, snapshot: str) -> list[str]:
         "--no-subscriptions",
         "--no-security-labels",
     ]
+    if encoding is not None:
+        argv.append(f"--encoding={encoding}")
+    return argv
 
 
 def pg_dump_version_argv() -> list[str]:
@@ -113,7 +128,11 @@ class SourceSnapshot:
         conn.read_only = True
         row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
         assert row is not None
-        self.snapshot_id = str(row[0])
+        if not isinstance(row[0], str):
+            # A session that returns text as bytes (connect() prevents it):
+            # str() would make pg_dump fail on "b'...'", blamed on the source.
+            raise TypeError(f"the snapshot ID was read as {type(row[0]).__name__}, not text")
+        self.snapshot_id = row[0]
 
     @classmethod
     def open(cls, settings: Settings) -> SourceSnapshot:
@@ -128,6 +147,9 @@ class SourceSnapshot:
                 "pg_export_snapshot() (not a standby without hot_standby_feedback, say).",
                 stderr_tail=message_lines(exc),
             ) from None
+        except BaseException:
+            conn.close()
+            raise
 
     def lock_tables(self, tables: list[tuple[str, str]]) -> None:
         """ACCESS SHARE on every table, held until the snapshot closes.

@@ -64,12 +64,13 @@ from errors import (
     ValidationFailed,
     message_lines,
 )
-from extract import read_sql
+from extract import copy_encoding, read_sql
 from load import BUSY_MARKER, busy_error
 from processes import APPLICATION_NAME, OutputTail, child_env, connection_args
 from validate import (
     RECORD_HASH_MIN_VERSION,
     TableFigures,
+    digest_encoding,
     list_relations,
     measure,
     prepare_session,
@@ -469,7 +470,7 @@ class Plan:
     remainder: list[TocEntry]  # post-data entries restored after all tasks
     sequences: list[tuple[str, str, int, bool]]  # staging schema, name, value, is_called
     matviews: list[tuple[str, str]]  # staging names, refresh order
-    encoding: str  # the source database's: text-format COPY data travels in it
+    encoding: str  # text-format COPY data travels in it (extract.copy_encoding)
     archive_encoding: str  # the destination database's: the staging archive's SQL is in it
     source_version: int
     destination_version: int
@@ -484,6 +485,10 @@ class Plan:
 
     def staged_ident(self, table: CopyTable) -> sql.Identifier:
         return sql.Identifier(self.staged[table.schema], table.name)
+
+    @property
+    def digest_encoding(self) -> str | None:
+        return digest_encoding(self.encoding, self.archive_encoding)
 
 
 def _copy_key(table: CopyTable) -> str:
@@ -830,7 +835,12 @@ class Worker(threading.Thread):
                 listed = plan.destination_listed[name]
                 figures = plan.destination_figures
             figures[table_key(*name)] = result = measure(
-                conn, relation, listed, plan.validation, record_hash=plan.record_hash
+                conn,
+                relation,
+                listed,
+                plan.validation,
+                record_hash=plan.record_hash,
+                convert_to=plan.digest_encoding,
             )
             self.progress.logger.debug(
                 "Measured",
@@ -1271,7 +1281,9 @@ def plan(
             ).fetchone()
             assert value is not None
             sequences.append((staged[str(schema)], str(name), int(str(value[0])), bool(value[1])))
-    encoding = str(snapshot.execute("SHOW server_encoding").fetchone()[0])  # type: ignore[index]
+    encoding = copy_encoding(
+        snapshot.info.parameter_status("server_encoding") or "", coordinator.encoding
+    )
     versions = (snapshot.info.server_version, coordinator.conn.info.server_version)
     if settings.validation is not ValidationLevel.OFF:
         tasks += check_tasks(tables)

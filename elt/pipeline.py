@@ -24,8 +24,8 @@ from progress import CopyScanner, Progress, mb_per_second
 from config import Settings, ValidationLevel, same_database_error
 from connect import connect, log_connected, wait_for_postgres
 from errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
-from extract import SourceSnapshot, check_pg_dump_version, pg_dump_argv, read_sql
-from load import BUSY_MARKER, busy_error, pg_restore_argv, psql_load_argv
+from extract import SourceSnapshot, check_pg_dump_version, copy_encoding, pg_dump_argv, read_sql
+from load import BUSY_MARKER, busy_error, encoding_error, pg_restore_argv, psql_load_argv
 from processes import Pipeline, Stage, StageResult, child_env
 from validate import (
     RECORD_HASH_MIN_VERSION,
@@ -34,10 +34,12 @@ from validate import (
     collect,
     compare_sequences,
     compare_tables,
+    digest_encoding,
     list_tables,
     prepare_session,
     report,
     sequence_values,
+    table_key,
 )
 
 # Who a server is: two databases with the same answer are the same database,
@@ -118,11 +120,13 @@ def copy(
     logger: logging.Logger,
     *,
     table_sizes: dict[str, int],
+    encoding: str | None = None,
 ) -> parallel_copy.CopyStats:
     """Stream the snapshot into the destination in one transaction.
 
     `table_sizes` ("schema.table": bytes on the source's disk) is for the
-    progress estimate only.
+    progress estimate only; `encoding` is the dump's client encoding, when
+    not the source's (extract.copy_encoding).
     """
     timeout = settings.connect_timeout_seconds
     progress = Progress(
@@ -131,7 +135,7 @@ def copy(
     stages = [
         Stage(
             "pg_dump",
-            pg_dump_argv(settings.source, snapshot_id),
+            pg_dump_argv(settings.source, snapshot_id, encoding),
             child_env(settings.source, timeout),
         ),
         Stage(
@@ -204,6 +208,8 @@ def _measure(
     schemas: list[str],
     level: ValidationLevel,
     copied: parallel_copy.CopyStats | None,
+    *,
+    rowless: frozenset[str],
 ) -> tuple[Figures, dict[str, int | None], Figures]:
     """Both sides' figures, computed at once: the source in its snapshot, in a thread.
 
@@ -211,7 +217,8 @@ def _measure(
     the source while pg_dump streams it slowed the copy by more than it saved
     (measured with tests/benchmark/bench.py). The parallel copy measured its
     tables while it ran; only the rest (materialized views, sequences, and
-    anything it could not vouch for) is measured here.
+    anything it could not vouch for) is measured here. `rowless` tables
+    (unlogged ones on a standby source) are measured on neither side.
     """
     known_source = copied.source_figures if copied else {}
     known_destination = copied.destination_figures if copied else {}
@@ -222,6 +229,7 @@ def _measure(
         raise _validation_error("destination", exc) from None
     versions = (snapshot.conn.info.server_version, destination.info.server_version)
     record_hash = min(versions) >= RECORD_HASH_MIN_VERSION
+    convert_to = digest_encoding(_server_encoding(snapshot.conn), _server_encoding(destination))
 
     def source_side() -> tuple[Figures, dict[str, int | None]]:
         figures = collect(
@@ -231,7 +239,8 @@ def _measure(
             stop,
             record_hash=record_hash,
             recompute_matviews=True,
-            skip=frozenset(known_source),
+            skip=frozenset(known_source) | rowless,
+            convert_to=convert_to,
         )
         figures.tables.update(known_source)
         return figures, sequence_values(snapshot.conn, schemas)
@@ -246,7 +255,8 @@ def _measure(
                     schemas,
                     level,
                     record_hash=record_hash,
-                    skip=frozenset(known_destination),
+                    skip=frozenset(known_destination) | rowless,
+                    convert_to=convert_to,
                 )
                 destination_figures.tables.update(known_destination)
                 destination.rollback()  # read-only work; end the transaction before closing
@@ -274,6 +284,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         check_pg_dump_version(snapshot.conn.info.server_version, settings.connect_timeout_seconds)
         try:
             schemas = snapshot.schemas()
+            rowless = _rowless_tables(snapshot, schemas, logger)
             if level is not ValidationLevel.OFF:
                 prepare_session(snapshot.conn)
                 snapshot.lock_tables(list_tables(snapshot.conn, schemas))
@@ -284,16 +295,22 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         except psycopg.Error as exc:
             raise _catalog_error("Reading the source snapshot failed", exc) from None
         session = _hold_run_lock(settings, hold)
-        copied = _copy_in_parallel(settings, snapshot, schemas, logger, session)
+        encodings = (_server_encoding(snapshot.conn), _server_encoding(session))
+        try:
+            copied = _copy_in_parallel(settings, snapshot, schemas, logger, session)
+            if copied is None:
+                dump_encoding = copy_encoding(*encodings)
+                streamed = copy(
+                    settings,
+                    schemas,
+                    snapshot.snapshot_id,
+                    logger,
+                    table_sizes=_source_sizes(snapshot, schemas),
+                    encoding=None if dump_encoding == encodings[0] else dump_encoding,
+                )
+        except (ExtractError, LoadError) as exc:
+            raise encoding_error(exc, *encodings) or exc from None
         path = "streamed" if copied is None else "parallel"
-        if copied is None:
-            streamed = copy(
-                settings,
-                schemas,
-                snapshot.snapshot_id,
-                logger,
-                table_sizes=_source_sizes(snapshot, schemas),
-            )
         stats = streamed if copied is None else copied
         if level is ValidationLevel.OFF:
             logger.info("Validation skipped", extra={"validation_level": level.value})
@@ -301,7 +318,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                 schemas, stats.tables, stats.rows, time.monotonic() - started, path, stats.bytes
             )
         source_figures, after, destination_figures = _measure(
-            settings, snapshot, schemas, level, copied
+            settings, snapshot, schemas, level, copied, rowless=rowless
         )
 
     checks = compare_tables(source_figures, destination_figures)
@@ -335,8 +352,44 @@ def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> Connection
     return conn
 
 
+def _server_encoding(conn: Connection) -> str:
+    return conn.info.parameter_status("server_encoding") or ""
+
+
+def _rowless_tables(
+    snapshot: SourceSnapshot, schemas: list[str], logger: logging.Logger
+) -> frozenset[str]:
+    """Unlogged tables of a hot-standby source (standby_unlogged_tables.sql): both
+    paths copy their definitions without data, as pg_dump does there, and say so."""
+    rows = snapshot.conn.execute(
+        read_sql("standby_unlogged_tables.sql"), {"schemas": schemas}
+    ).fetchall()
+    names = {kind: [f"{s}.{n}" for k, s, n in rows if k == kind] for kind in ("r", "S")}
+    if rows:
+        logger.warning(
+            "Unlogged tables copied without their rows",
+            extra={
+                "tables": names["r"],
+                **({"sequences": names["S"]} if names["S"] else {}),
+                "reason": "the source is a hot standby, which holds no data of unlogged "
+                "tables and sequences (only their definitions); copy from the primary "
+                "to include it",
+            },
+        )
+    return frozenset(table_key(str(s), str(n)) for k, s, n in rows if k == "r")
+
+
 def _catalog_error(message: str, exc: psycopg.Error) -> ExtractError:
     """A failed read of the source's catalogs (in the snapshot), before any copy."""
+    if isinstance(exc, psycopg.errors.CharacterNotInRepertoire):
+        # The job reads catalogs as UTF-8 (connect()); a SQL_ASCII database can
+        # hold names in any bytes, which the server then refuses to send.
+        return ExtractError(
+            f"{message}: the source has names or definitions that are not valid UTF-8",
+            hint="Rename those objects on the source with UTF-8 (or ASCII) names; "
+            "the job reads the source's catalogs as UTF-8.",
+            stderr_tail=message_lines(exc),
+        )
     return ExtractError(
         message,
         hint="Check that the source is up and SOURCE_POSTGRES_USER may read its catalogs.",

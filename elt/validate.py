@@ -76,23 +76,57 @@ TEXT_HASH = sql.SQL("pg_catalog.hashtextextended((t.*)::text, 0)")
 RECORD_HASH_MIN_VERSION = 140000
 
 
+def digest_encoding(source: str, destination: str) -> str | None:
+    """The encoding both sides hash text in, when their server encodings differ.
+
+    The copy converted the source's text into the destination's encoding, so
+    the source side hashes its text converted that way (convert_to) and the
+    destination side its own, through the same expression. No conversion (None)
+    where the copy made none: equal encodings, or SQL_ASCII on either side,
+    whose bytes travel unconverted (and convert_to from SQL_ASCII would reject
+    bytes that are not valid in the target).
+    """
+    if source == destination or "SQL_ASCII" in (source, destination):
+        return None
+    return destination
+
+
 def row_hash(
-    columns: Sequence[str], exact_hash: Sequence[bool], *, record_hash: bool
+    columns: Sequence[str],
+    exact_hash: Sequence[bool],
+    *,
+    record_hash: bool,
+    convert_to: str | None = None,
 ) -> sql.Composable:
     """The expression that hashes one row `t` (see validation_tables.sql).
 
-    With `record_hash`, the row's columns are hashed in name order, each
+    With `record_hash`, the row's columns are hashed in name order (sorted
+    here, so that both sides agree whatever their encodings' byte order), each
     directly where its type's hash is exact and through its text form (in the
-    "C" collation, so that bytes are hashed) everywhere else.
+    "C" collation, so that bytes are hashed) everywhere else. With
+    `convert_to` (see digest_encoding), every column is hashed as its text
+    form's bytes in that encoding.
     """
-    if not record_hash or not columns:
+    if convert_to is not None:
+        encoding = sql.Literal(convert_to)
+        if not record_hash or not columns:
+            return sql.SQL(
+                "pg_catalog.hashtextextended(pg_catalog.encode("
+                "pg_catalog.convert_to((t.*)::text, {}), 'hex'), 0)"
+            ).format(encoding)
+    elif not record_hash or not columns:
         return TEXT_HASH
-    fields = [
-        sql.SQL("t.{}").format(sql.Identifier(name))
-        if exact
-        else sql.SQL('(t.{}::text COLLATE "C")').format(sql.Identifier(name))
-        for name, exact in zip(columns, exact_hash, strict=True)
-    ]
+    fields = []
+    for name, exact in sorted(zip(columns, exact_hash, strict=True)):
+        if convert_to is not None:
+            field = sql.SQL("pg_catalog.convert_to(t.{}::text, {})").format(
+                sql.Identifier(name), encoding
+            )
+        elif exact:
+            field = sql.SQL("t.{}").format(sql.Identifier(name))
+        else:
+            field = sql.SQL('(t.{}::text COLLATE "C")').format(sql.Identifier(name))
+        fields.append(field)
     return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(fields))
 
 
@@ -108,6 +142,7 @@ def measure(
     level: ValidationLevel,
     *,
     record_hash: bool,
+    convert_to: str | None = None,
 ) -> TableFigures:
     """Count and (at `full`) digest one relation: a table, or a parenthesized query.
 
@@ -122,6 +157,7 @@ def measure(
             [str(c) for c in columns],  # type: ignore[attr-defined]
             [bool(e) for e in exact_hash],  # type: ignore[attr-defined]
             record_hash=record_hash,
+            convert_to=convert_to,
         )
         query = sql.SQL(read_sql("table_digest.sql")).format(table=relation, row_hash=hash_expr)
     else:
@@ -149,6 +185,7 @@ def collect(
     record_hash: bool = False,
     recompute_matviews: bool = False,
     skip: frozenset[str] = frozenset(),
+    convert_to: str | None = None,
 ) -> Figures:
     """Compute one side's figures. The caller has run prepare_session() on `conn`.
 
@@ -157,7 +194,8 @@ def collect(
     source side) measures each populated materialized view's defining query
     instead of its stored rows: that is what the destination's refresh stored.
     Relations whose key is in `skip` were measured already (the parallel copy
-    measures tables while it runs) and are left out.
+    measures tables while it runs), or have no rows to compare, and are left
+    out. `convert_to`: see digest_encoding; pass the same value on both sides.
     """
     tables: dict[str, TableFigures] = {}
     for listed in list_relations(conn, schemas):
@@ -170,7 +208,9 @@ def collect(
         relation: sql.Composable = sql.Identifier(schema, name)
         if recompute_matviews and listed[3] is not None:
             relation = sql.SQL("({})").format(sql.SQL(matview_query))
-        tables[key] = measure(conn, relation, listed, level, record_hash=record_hash)
+        tables[key] = measure(
+            conn, relation, listed, level, record_hash=record_hash, convert_to=convert_to
+        )
     sequences = sequence_values(conn, schemas) if level is ValidationLevel.FULL else {}
     return Figures(tables, sequences)
 

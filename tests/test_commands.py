@@ -6,16 +6,19 @@ pg_restore and psql, so that a change to a flag is a visible, reviewed change.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from config import DatabaseSettings, load_settings
 from connect import pg_isready_argv
+from elt_script import RedactSecrets
 from errors import ExtractError, LoadError
-from extract import pg_dump_argv
+from extract import copy_encoding, pg_dump_argv
 from load import PREPARE_SQL, pg_restore_argv, psql_load_argv, schemas_literal
 from pipeline import _failure
 from processes import StageResult, child_env
-from validate import compare_sequences
+from validate import compare_sequences, digest_encoding
 
 SOURCE = DatabaseSettings("source", "src.example", 5437, "source_db", "reader", "pw-src")
 DESTINATION = DatabaseSettings("destination", "dst.example", 5438, "dest db", "writer", "pw-dst")
@@ -33,6 +36,30 @@ def test_pg_dump_argv() -> None:
         "--no-password", "--format=custom", "--compress=0", "--snapshot=00000003-0000000E-1",
         "--no-subscriptions", "--no-security-labels",
     ]  # fmt: skip
+
+
+def test_pg_dump_argv_with_an_encoding() -> None:
+    assert pg_dump_argv(SOURCE, "00000003-0000000E-1", "UTF8")[-1] == "--encoding=UTF8"
+
+
+# (source, destination server encoding) -> the copy's client encoding, and the
+# encoding both sides' digests convert text to (None: as stored)
+ENCODING_PAIRS = [
+    ("UTF8", "UTF8", "UTF8", None),
+    ("LATIN1", "UTF8", "LATIN1", "UTF8"),
+    ("UTF8", "LATIN1", "UTF8", "LATIN1"),
+    ("SQL_ASCII", "UTF8", "UTF8", None),
+    ("SQL_ASCII", "SQL_ASCII", "SQL_ASCII", None),
+    ("LATIN1", "SQL_ASCII", "LATIN1", None),
+]
+
+
+@pytest.mark.parametrize(("source", "destination", "copy", "digest"), ENCODING_PAIRS)
+def test_encodings_of_the_copy_and_the_digests(
+    source: str, destination: str, copy: str, digest: str | None
+) -> None:
+    assert copy_encoding(source, destination) == copy
+    assert digest_encoding(source, destination) == digest
 
 
 @pytest.mark.parametrize(
@@ -175,3 +202,41 @@ def test_settings_feed_the_builders() -> None:
     assert pg_dump_argv(settings.source, "x")[1:9] == [
         "-h", "source_postgres", "-p", "5432", "-U", "postgres", "-d", "source_db",
     ]  # fmt: skip
+
+
+LONG_SECRET = "correct horse battery staple"
+# (the password, a value logged, what the log line must show)
+REDACTION_CASES = {
+    "a table named like a short password": (
+        "secret", 'ERROR:  relation "public.secret" does not exist', None,
+    ),
+    "a database named with a short password": ("app", "127.0.0.1/bench_app", None),
+    "a long password, anywhere": (
+        LONG_SECRET, f"could not connect: {LONG_SECRET}!", "could not connect: ********!",
+    ),
+    "a connection string": (
+        "secret", "host=h password=secret dbname=d", "host=h password=******** dbname=d",
+    ),
+    "a quoted connection string value": (
+        "it's", "password='it\\'s' dbname=d", "password=******** dbname=d",
+    ),
+    "PGPASSWORD in an environment dump": ("app", "PGPASSWORD=app PGUSER=u", "PGPASSWORD=******** PGUSER=u"),
+    "a URI": ("app", "postgresql://u:app@h:5432/bench_app", "postgresql://u:********@h:5432/bench_app"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("password", "value", "shown"), REDACTION_CASES.values(), ids=REDACTION_CASES.keys()
+)
+def test_redaction_scrubs_passwords_and_keeps_names(
+    password: str, value: str, shown: str | None
+) -> None:
+    record = logging.makeLogRecord({"msg": value, "stderr_tail": [value], "table": value})
+    assert RedactSecrets([password]).filter(record)
+    expected = value if shown is None else shown
+    fields = vars(record)
+    assert (fields["msg"], fields["stderr_tail"], fields["table"]) == (
+        expected,
+        [expected],
+        expected,
+    )

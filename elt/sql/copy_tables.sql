@@ -39,4 +39,7 @@ FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = ANY (%(schemas)s)
   AND c.relkind = 'r'
+  -- like pg_dump: no rows of unlogged tables on a hot standby, which has none
+  -- (standby_unlogged_tables.sql); the staging schemas still get the table
+  AND NOT (c.relpersistence = 'u' AND pg_catalog.pg_is_in_recovery())
 ORDER BY size DESC, n.nspname, c.relname;

@@ -8,6 +8,9 @@ FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = ANY (%(schemas)s)
   AND (c.relkind = 'S' OR (c.relkind = 'm' AND c.relispopulated))
+  -- like pg_dump: no value of an unlogged sequence on a hot standby, which
+  -- cannot read it; the staging schema still gets the sequence
+  AND NOT (c.relpersistence = 'u' AND pg_catalog.pg_is_in_recovery())
 UNION ALL
 SELECT 'L', NULL, NULL
 WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata);
