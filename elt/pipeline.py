@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import parallel_copy
 import psycopg
+import replace
 from progress import CopyScanner, Progress, mb_per_second
 
 from config import Settings, ValidationLevel, same_database_error
@@ -118,11 +119,13 @@ def copy(
     logger: logging.Logger,
     *,
     table_sizes: dict[str, int],
+    recreated: list[str] | None = None,
 ) -> parallel_copy.CopyStats:
     """Stream the snapshot into the destination in one transaction.
 
     `table_sizes` ("schema.table": bytes on the source's disk) is for the
-    progress estimate only.
+    progress estimate only. `recreated`: the source's database-wide objects
+    that depend on its schemas (replace.database_wide_dependents).
     """
     timeout = settings.connect_timeout_seconds
     progress = Progress(
@@ -141,7 +144,7 @@ def copy(
         ),
         Stage(
             "psql",
-            psql_load_argv(settings.destination, schemas),
+            psql_load_argv(settings.destination, schemas, recreated or []),
             child_env(settings.destination, timeout),
             observe=CopyScanner(progress, table_sizes).feed,
         ),
@@ -273,6 +276,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     with contextlib.ExitStack() as hold, SourceSnapshot.open(settings) as snapshot:
         try:
             schemas = snapshot.schemas()
+            recreated = replace.database_wide_dependents(snapshot.conn, schemas)
             if level is not ValidationLevel.OFF:
                 prepare_session(snapshot.conn)
                 snapshot.lock_tables(list_tables(snapshot.conn, schemas))
@@ -283,6 +287,9 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         except psycopg.Error as exc:
             raise _catalog_error("Reading the source snapshot failed", exc) from None
         session = _hold_run_lock(settings, hold)
+        # Before any copying, on both paths (each load checks again at its swap).
+        replace.remove_leftovers(session, logger)
+        replace.check_dependents(session, schemas, recreated)
         copied = _copy_in_parallel(settings, snapshot, schemas, logger, session)
         path = "streamed" if copied is None else "parallel"
         if copied is None:
@@ -292,6 +299,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                 snapshot.snapshot_id,
                 logger,
                 table_sizes=_source_sizes(snapshot, schemas),
+                recreated=recreated,
             )
         stats = streamed if copied is None else copied
         if level is ValidationLevel.OFF:
