@@ -1335,6 +1335,11 @@ def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
         # streamed): every dependent outside the copied schemas is a blocker.
         conn.execute(read_sql("dependents.sql"))
         conn.execute(read_sql("replace_schemas.sql"))
+        saved = conn.execute(read_sql("saved_views.sql")).fetchone()
+        if saved is not None and saved[0]:
+            # Views in other schemas that use the copied ones, against the new copy.
+            conn.execute(read_sql("recreate_views.sql"))
+            conn.execute(read_sql("recreate_views_in_swap.sql"))
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D')"
         ).fetchone()

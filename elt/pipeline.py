@@ -289,7 +289,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         session = _hold_run_lock(settings, hold)
         # Before any copying, on both paths (each load checks again at its swap).
         replace.remove_leftovers(session, logger)
-        replace.check_dependents(session, schemas, recreated)
+        replace.check_dependents(session, schemas, recreated, logger)
         copied = _copy_in_parallel(settings, snapshot, schemas, logger, session)
         path = "streamed" if copied is None else "parallel"
         if copied is None:

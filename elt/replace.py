@@ -43,13 +43,15 @@ def _text(value: object) -> str:
 
 def _dependents(
     conn: Connection, schemas: Sequence[str], recreated: Sequence[str]
-) -> tuple[str, list[str]]:
-    """dependents.sql in the connection's current transaction."""
+) -> tuple[str, list[str], list[str]]:
+    """dependents.sql in the connection's current transaction: the blockers,
+    the database-wide dependents, the views that the load re-creates."""
     conn.execute(_SETTINGS, (list(schemas), list(recreated)))
     row = conn.execute(read_sql("dependents.sql")).fetchone()
     assert row is not None
     assert isinstance(row[1], list)
-    return _text(row[0]), [_text(o) for o in row[1]]
+    assert isinstance(row[3], list)
+    return _text(row[0]), [_text(o) for o in row[1]], [_text(v) for v in row[3]]
 
 
 def database_wide_dependents(snapshot: Connection, schemas: Sequence[str]) -> list[str]:
@@ -58,12 +60,18 @@ def database_wide_dependents(snapshot: Connection, schemas: Sequence[str]) -> li
     return _dependents(snapshot, schemas, ())[1]
 
 
-def check_dependents(session: Connection, schemas: Sequence[str], recreated: Sequence[str]) -> None:
+def check_dependents(
+    session: Connection,
+    schemas: Sequence[str],
+    recreated: Sequence[str],
+    logger: logging.Logger,
+) -> None:
     """Refuse, before any copying, when destination objects outside the copied
-    schemas depend on them (the load checks again in its own transaction)."""
+    schemas depend on them (the load checks again in its own transaction).
+    Views that use them are not in the way: the load re-creates them."""
     try:
         with session.transaction(force_rollback=True):
-            blockers, _ = _dependents(session, schemas, recreated)
+            blockers, _, views = _dependents(session, schemas, recreated)
     except psycopg.Error as exc:
         raise LoadError(
             "Checking what depends on the copied schemas failed; nothing was changed",
@@ -75,6 +83,11 @@ def check_dependents(session: Connection, schemas: Sequence[str], recreated: Seq
             "Destination objects outside the copied schemas depend on objects this load "
             f"replaces: {blockers}; nothing was changed",
             hint=HINT,
+        )
+    if views:
+        logger.info(
+            "Views in other schemas use the copied schemas; the load re-creates them",
+            extra={"views": views},
         )
 
 

@@ -1191,7 +1191,7 @@ def test_a_dependent_created_during_the_copy_is_refused_at_the_swap(dbs: Databas
         job, _ = start_held_run(dbs, env)
         dbs.destination.execute(
             "destination_db",
-            "CREATE SCHEMA reports; CREATE VIEW reports.adults AS SELECT id FROM public.users",
+            "CREATE SCHEMA reports; CREATE TABLE reports.r (u int REFERENCES public.users (id))",
         )
         before = fingerprint_outside_staging(dbs.destination)
     run = finish(job, env)
@@ -1199,7 +1199,7 @@ def test_a_dependent_created_during_the_copy_is_refused_at_the_swap(dbs: Databas
     assert run.returncode == 5, run.stdout
     error = the_error(run)
     assert error["message"] == "Data load failed"
-    assert "reports.adults" in " ".join(error["stderr_tail"])
+    assert "r_u_fkey on reports.r" in " ".join(error["stderr_tail"])
     assert run.find("Table copied"), "the refusal must come at the swap"
     assert_no_staging_left(dbs)
     assert dbs.destination.fingerprint("destination_db") == before

@@ -259,7 +259,11 @@ DEPENDENTS = {
         "CREATE TRIGGER r_trg BEFORE INSERT ON reports.r FOR EACH ROW EXECUTE FUNCTION {s}.trg()",
         "trigger r_trg on reports.r",
     ),
-    "view": ('CREATE VIEW reports.v AS SELECT id FROM {s}."My Table"', "on reports.v"),
+    "function of a row type": (
+        'CREATE FUNCTION reports.rows() RETURNS SETOF {s}."My Table" LANGUAGE sql '
+        'AS $$ SELECT * FROM {s}."My Table" $$',
+        "function reports.rows()",
+    ),
     # issue #10, case 2: database-wide objects
     "event trigger": (
         "CREATE EVENT TRIGGER elt_test_evt ON sql_drop EXECUTE FUNCTION {s}.evt()",
@@ -307,10 +311,10 @@ def test_dependent_objects_elsewhere_make_the_load_refuse_before_copying(
 IN_TRANSACTION = {
     "event trigger": (["event trigger"], [], ["event trigger elt_test_evt"]),
     "event trigger the load re-creates": (["event trigger"], ["event trigger elt_test_evt"], []),
-    "view, and an event trigger the load re-creates": (
-        ["event trigger", "view"],
+    "function, and an event trigger the load re-creates": (
+        ["event trigger", "function of a row type"],
         ["event trigger elt_test_evt"],
-        ["on reports.v"],
+        ["function reports.rows()"],
     ),
 }
 
@@ -349,6 +353,102 @@ def test_the_load_transaction_checks_the_dependents_again(
     for name in recreated:
         assert name not in load.stderr
     assert destination_server.fingerprint("check_db") == before
+
+
+# Issue #13: an analyst's views and materialized views in a schema of their
+# own, on the copied tables and on each other, with what a dump keeps of them.
+ANALYST_VIEWS = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'elt_test_analyst') THEN
+        CREATE ROLE elt_test_analyst;
+    END IF;
+END $$;
+CREATE SCHEMA analytics;
+CREATE VIEW analytics.adults WITH (security_barrier) AS
+    SELECT id, first_name, date_of_birth FROM public.users
+    WHERE date_of_birth < '2008-01-01' WITH LOCAL CHECK OPTION;
+COMMENT ON VIEW analytics.adults IS 'users born before 2008';
+COMMENT ON COLUMN analytics.adults.first_name IS 'as entered';
+GRANT SELECT ON analytics.adults TO elt_test_analyst;
+CREATE VIEW analytics.adult_names AS SELECT upper(first_name) AS name FROM analytics.adults;
+ALTER VIEW analytics.adult_names OWNER TO elt_test_analyst;
+CREATE MATERIALIZED VIEW analytics.films_per_rating WITH (fillfactor = 90) AS
+    SELECT f.rating, count(*) AS films, count(a.actor_id) AS roles
+    FROM public.films AS f LEFT JOIN public.film_actors AS a USING (film_id)
+    GROUP BY f.rating;
+CREATE UNIQUE INDEX films_per_rating_key ON analytics.films_per_rating (rating) NULLS NOT DISTINCT;
+COMMENT ON INDEX analytics.films_per_rating_key IS 'one row per rating';
+GRANT SELECT (rating, films) ON analytics.films_per_rating TO elt_test_analyst;
+CREATE MATERIALIZED VIEW analytics.later AS SELECT count(*) AS n FROM analytics.adults WITH NO DATA;
+"""
+ANALYST_FIGURES = """
+SELECT (SELECT count(*) FROM analytics.adults),
+       (SELECT count(*) FROM analytics.adult_names),
+       (SELECT sum(films) FROM analytics.films_per_rating)
+"""
+
+
+def analytics_schema(server: PgServer) -> str:
+    """The analytics schema as pg_dump writes it, owners and grants included."""
+    proc = subprocess.run(
+        [*server.client_argv("pg_dump", "destination_db"), "--schema-only", "--schema=analytics"],
+        env=server.client_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return "\n".join(line for line in proc.stdout.splitlines() if not line.startswith("\\"))
+
+
+def test_views_in_other_schemas_are_recreated_against_the_new_copy(dbs: Databases) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    dbs.destination.execute("destination_db", ANALYST_VIEWS)
+    definitions = analytics_schema(dbs.destination)
+    assert dbs.destination.query("destination_db", ANALYST_FIGURES) == [(13, 13, 26)]
+    dbs.source.execute(
+        "source_db",
+        """
+        INSERT INTO users (first_name, date_of_birth) VALUES ('New', '1990-01-01');
+        INSERT INTO films (title, rating) VALUES ('New film', 'PG');
+        """,
+    )
+
+    for _ in range(2):
+        run = run_elt(dbs.env())
+
+        assert run.returncode == 0, run.stdout
+        (line,) = run.find(
+            "Views in other schemas use the copied schemas; the load re-creates them"
+        )
+        assert sorted(line["views"]) == sorted(
+            f"analytics.{v}" for v in ("adults", "adult_names", "films_per_rating", "later")
+        )
+        assert analytics_schema(dbs.destination) == definitions
+        assert dbs.destination.query("destination_db", ANALYST_FIGURES) == [(14, 14, 27)]
+        populated = dbs.destination.query(
+            "destination_db",
+            "SELECT relname, relispopulated FROM pg_class WHERE relkind = 'm' ORDER BY 1",
+        )
+        assert populated == [("films_per_rating", True), ("later", False)]
+
+
+def test_a_view_whose_definition_no_longer_applies_makes_the_load_refuse(
+    dbs: Databases,
+) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    dbs.destination.execute("destination_db", ANALYST_VIEWS)
+    dbs.source.execute("source_db", "ALTER TABLE users DROP COLUMN date_of_birth")
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data load failed"
+    stderr = " ".join(error["stderr_tail"])
+    assert "view analytics.adults no longer applies to the new copy" in stderr
+    assert "date_of_birth" in stderr
+    assert dbs.destination.fingerprint("destination_db") == before
 
 
 def test_only_staging_schemas_the_job_created_are_removed(dbs: Databases) -> None:

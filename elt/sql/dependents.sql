@@ -1,13 +1,19 @@
 -- Objects outside the copied schemas that depend on them, and so would go
 -- with the schemas' DROP ... CASCADE. Run on the destination before the copy
 -- (replace.py) and again in the load's own transaction, right before
--- replace_schemas.sql, which refuses unless this found none. Run on the
+-- replace_schemas.sql, which refuses unless this found no blocker. Run on the
 -- source, it lists the source's own database-wide dependents, which the
 -- one-stream load re-creates. Settings read (text[]):
 --   elt.replaced_schemas  the copied schemas, unquoted;
 --   elt.recreated         optional: objects (as in the result) that the load
 --                         drops and re-creates itself: not blockers.
--- It sets elt.blockers (transaction-local) to the list, or to 'none'.
+-- It sets (transaction-local) elt.blockers to the list of blockers, or to
+-- 'none', and elt.views to the views it re-creates (oid[], in creation order).
+-- Views and materialized views outside the copied schemas whose query uses
+-- them, and views built on those, are not blockers: replace_schemas.sql saves
+-- their definitions and recreate_views.sql re-creates them against the new
+-- copy. Anything else that depends on such a view (a function returning its
+-- row type, an INSTEAD OF trigger, ...) is a blocker.
 -- Names compare quoted: pg_identify_object quotes the schemas it returns.
 -- Defaults, triggers, rules (views), policies and operator-family members
 -- have no schema of their own and belong to their table's or family's.
@@ -16,7 +22,7 @@
 -- unless the load re-creates it. Default privileges for a copied schema
 -- (ALTER DEFAULT PRIVILEGES IN SCHEMA) are settings of that schema and go
 -- with it (README "Known limitations").
-WITH replaced AS (
+WITH RECURSIVE replaced AS (
     SELECT pg_catalog.quote_ident(s) AS schema
     FROM pg_catalog.unnest(pg_catalog.current_setting('elt.replaced_schemas')::text[]) AS s
 ),
@@ -45,7 +51,8 @@ dependents AS (
                    WHEN 'pg_catalog.pg_amproc'::pg_catalog.regclass
                        THEN (SELECT p.amprocfamily FROM pg_catalog.pg_amproc AS p WHERE p.oid = d.objid)
                END)) AS owner_schema,
-           d.classid
+           d.classid,
+           d.objid
     FROM pg_catalog.pg_depend AS d
     CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) AS dep
     CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) AS ref
@@ -59,11 +66,64 @@ dependents AS (
            OR d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
               AND ref.identity IN (SELECT schema FROM replaced))
 ),
+-- The view (or materialized view) whose query a rule is, outside the copied schemas.
+view_rules AS (
+    SELECT r.oid AS rule, c.oid AS view, c.reltype
+    FROM pg_catalog.pg_rewrite AS r
+    JOIN pg_catalog.pg_class AS c ON c.oid = r.ev_class
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE r.rulename = '_RETURN'
+      AND c.relkind IN ('v', 'm')
+      AND pg_catalog.quote_ident(n.nspname) NOT IN (SELECT schema FROM replaced)
+      AND n.nspname !~ '^pg_'
+),
+views AS (
+    SELECT v.view, v.reltype, 1 AS depth
+    FROM dependents AS d
+    JOIN view_rules AS v ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                        AND v.rule = d.objid
+    UNION
+    SELECT v.view, v.reltype, views.depth + 1
+    FROM views
+    JOIN pg_catalog.pg_depend AS d
+      ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+     AND (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = views.view
+          OR d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass
+             AND d.refobjid = views.reltype)
+     AND d.deptype = 'n'
+    JOIN view_rules AS v ON v.rule = d.objid AND v.view <> views.view
+),
+recreated_views AS (
+    SELECT view, reltype, max(depth) AS depth FROM views GROUP BY view, reltype
+),
+-- What else depends on a view that is re-created: it would be lost.
+view_dependents AS (
+    SELECT dep.type || ' ' || dep.identity AS object
+    FROM recreated_views AS v
+    JOIN pg_catalog.pg_depend AS d
+      ON (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = v.view
+          OR d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.refobjid = v.reltype)
+     AND d.deptype IN ('n', 'a')
+    CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) AS dep
+    WHERE NOT (d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+               AND d.objid IN (SELECT r.rule FROM view_rules AS r
+                               JOIN recreated_views AS rv ON rv.view = r.view))
+      -- a materialized view's indexes are re-created with it
+      AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+               AND d.objid IN (SELECT i.indexrelid FROM pg_catalog.pg_index AS i
+                               JOIN recreated_views AS rv ON rv.view = i.indrelid))
+      AND NOT COALESCE(dep.schema IN (SELECT schema FROM replaced), false)
+),
 outside AS (
     SELECT DISTINCT object, owner_schema IS NULL AS database_wide
     FROM dependents
     WHERE (owner_schema IS NULL OR owner_schema NOT IN (SELECT schema FROM replaced))
       AND classid <> 'pg_catalog.pg_default_acl'::pg_catalog.regclass
+      AND NOT (classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+               AND objid IN (SELECT r.rule FROM view_rules AS r
+                             JOIN recreated_views AS rv ON rv.view = r.view))
+    UNION
+    SELECT object, false FROM view_dependents
 )
 SELECT pg_catalog.set_config(
            'elt.blockers',
@@ -74,4 +134,10 @@ SELECT pg_catalog.set_config(
                    NULLIF(pg_catalog.current_setting('elt.recreated', true), ''),
                    '{}')::text[])), 'none'),
            true) AS blockers,
-       ARRAY(SELECT object FROM outside WHERE database_wide ORDER BY object) AS database_wide;
+       ARRAY(SELECT object FROM outside WHERE database_wide ORDER BY object) AS database_wide,
+       pg_catalog.set_config(
+           'elt.views',
+           ARRAY(SELECT view FROM recreated_views ORDER BY depth, view)::text,
+           true) AS views,
+       ARRAY(SELECT view::pg_catalog.regclass::text FROM recreated_views ORDER BY depth, view)
+         AS view_names;

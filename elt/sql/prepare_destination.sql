@@ -25,7 +25,16 @@ SELECT pg_catalog.set_config('elt.replaced_schemas', :'schemas', true),
 \ir dependents.sql
 \ir replace_schemas.sql
 
+-- Views in other schemas that use the copied ones, re-created at the COMMIT
+-- that ends the restore script (recreate_views_at_commit.sql).
+SELECT pg_catalog.current_setting('elt.saved_views') <> '[]' AS elt_saved_views \gset
+\if :elt_saved_views
+\ir recreate_views.sql
+\ir recreate_views_at_commit.sql
+\endif
+
 
 -- The restore script follows; it must not see this file's variables.
 \unset schemas
 \unset recreated
+\unset elt_saved_views

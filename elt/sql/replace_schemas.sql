@@ -8,6 +8,8 @@
 -- Session settings read:
 --   elt.replaced_schemas  text[]: the source schemas this load replaces;
 --   elt.blockers          set by dependents.sql: 'none', or what would be lost;
+--   elt.views             set by dependents.sql: oid[] of the views outside the
+--                         copied schemas that use them, in creation order;
 --   elt.recreated         text[], optional: database-wide objects the load
 --                         re-creates itself (dependents.sql);
 --   elt.staged_schemas    text[] of the same length, each replaced schema's
@@ -15,6 +17,8 @@
 --   elt.staged_comments   text[] of the same length, the comment each staging
 --                         schema takes once renamed (it carries the job's
 --                         marker until then).
+-- It sets elt.saved_views (transaction-local): those views' definitions, for
+-- recreate_views.sql to re-create once the new copy is in place.
 
 DO $prepare$
 DECLARE
@@ -26,6 +30,10 @@ DECLARE
     recreated text[] := COALESCE(
         NULLIF(pg_catalog.current_setting('elt.recreated', true), ''), '{}')::text[];
     blockers text := pg_catalog.current_setting('elt.blockers', true);
+    views oid[] := COALESCE(
+        NULLIF(pg_catalog.current_setting('elt.views', true), ''), '{}')::oid[];
+    search_path_was text := pg_catalog.current_setting('search_path');
+    saved jsonb;
     position integer := 0;
     schema_name text;
     public_owner text;
@@ -37,7 +45,7 @@ DECLARE
     -- What the safety net below watches (built-in objects aside), and the
     -- schema each belongs to, if any, quoted as pg_identify_object quotes it.
     watched constant text := $watched$
-        SELECT o.type || ' ' || o.identity AS object, o.schema
+        SELECT o.type || ' ' || o.identity AS object, o.schema, c.classid, c.objid
         FROM (
             SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS classid, oid AS objid
             FROM pg_catalog.pg_class
@@ -84,18 +92,65 @@ BEGIN
             USING HINT = 'Drop them before the run and re-create them after it, or keep them in a schema of their own that does not reference the copied schemas.';
     END IF;
 
+    -- The views outside the copied schemas that use them go with the drops,
+    -- and are re-created against the new copy in this transaction
+    -- (recreate_views.sql). Their definitions, fully qualified:
+    PERFORM pg_catalog.set_config('search_path', '', true);
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'kind', c.relkind,
+               'schema', n.nspname,
+               'name', c.relname,
+               'definition', pg_catalog.pg_get_viewdef(c.oid),
+               'options', c.reloptions,
+               'method', am.amname,
+               'populated', c.relispopulated,
+               'owner', c.relowner::pg_catalog.regrole::text,
+               'acl', c.relacl::text,
+               'comment', pg_catalog.obj_description(c.oid, 'pg_class'),
+               'columns', (
+                   SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', a.attname,
+                       'comment', pg_catalog.col_description(c.oid, a.attnum),
+                       'acl', a.attacl::text))
+                   FROM pg_catalog.pg_attribute AS a
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+               'indexes', (
+                   SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'name', ic.relname,
+                       'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
+                       'comment', pg_catalog.obj_description(i.indexrelid, 'pg_class'),
+                       'clustered', i.indisclustered))
+                   FROM pg_catalog.pg_index AS i
+                   JOIN pg_catalog.pg_class AS ic ON ic.oid = i.indexrelid
+                   WHERE i.indrelid = c.oid))
+               ORDER BY u.ord), '[]')
+    INTO saved
+    FROM pg_catalog.unnest(views) WITH ORDINALITY AS u(oid, ord)
+    JOIN pg_catalog.pg_class AS c ON c.oid = u.oid
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_am AS am ON am.oid = c.relam;
+    PERFORM pg_catalog.set_config('search_path', search_path_was, true);
+    PERFORM pg_catalog.set_config('elt.saved_views', saved::text, true);
+
     -- Safety net for what the check above cannot see (a chain through a
     -- database-wide object, such as an extension whose foreign tables live in
     -- another schema): every relation, function and type outside the replaced
     -- schemas, and every database-wide object that the load does not
     -- re-create itself, must still exist after the drops. The staging
     -- schemas are renamed below, so their names change; they are this run's own.
+    -- So are the views saved above, their row types and their indexes.
     EXECUTE 'SELECT ARRAY(SELECT w.object FROM (' || watched || ') AS w '
             'WHERE CASE WHEN w.schema IS NULL THEN NOT w.object = ANY ($1) '
-            'ELSE w.schema !~ ''^(pg_|information_schema$)'' AND NOT w.schema = ANY ($2) END)'
+            'ELSE w.schema !~ ''^(pg_|information_schema$)'' AND NOT w.schema = ANY ($2) END '
+            'AND NOT w.objid = ANY ($3))'
         INTO survivors
-        USING recreated, ARRAY(SELECT pg_catalog.quote_ident(s)
-                               FROM pg_catalog.unnest(replaced || staged) AS s);
+        USING recreated,
+              ARRAY(SELECT pg_catalog.quote_ident(s) FROM pg_catalog.unnest(replaced || staged) AS s),
+              views
+              || ARRAY(SELECT i.indexrelid FROM pg_catalog.pg_index AS i WHERE i.indrelid = ANY (views))
+              || ARRAY(SELECT t.oid FROM pg_catalog.pg_type AS t
+                       JOIN pg_catalog.pg_class AS c ON t.oid = c.reltype OR t.typelem = c.reltype
+                       WHERE c.oid = ANY (views) AND c.reltype <> 0);
 
     FOREACH schema_name IN ARRAY replaced LOOP
         position := position + 1;
