@@ -71,7 +71,8 @@ def encoding_error(
 
 
 def schemas_literal(schemas: list[str]) -> str:
-    """A text[] literal for psql's :'schemas' (each element double-quoted and escaped)."""
+    """A text[] literal for a psql variable such as :'schemas' (each element
+    double-quoted and escaped)."""
     quoted = ('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in schemas)
     return "{" + ",".join(quoted) + "}"
 
@@ -100,8 +101,14 @@ def pg_restore_argv(*, copy_ownership: bool) -> list[str]:
     return argv
 
 
-def psql_load_argv(db: DatabaseSettings, schemas: list[str]) -> list[str]:
-    """psql applying prepare_destination.sql, then the restore script from stdin."""
+def psql_load_argv(
+    db: DatabaseSettings, schemas: list[str], recreated: Sequence[str] = ()
+) -> list[str]:
+    """psql applying prepare_destination.sql, then the restore script from stdin.
+
+    `recreated`: the database-wide objects the restore script re-creates
+    (elt/sql/dependents.sql), which may go with the replaced schemas.
+    """
     return [
         "psql",
         "-X",  # ignore ~/.psqlrc
@@ -112,6 +119,8 @@ def psql_load_argv(db: DatabaseSettings, schemas: list[str]) -> list[str]:
         *connection_args(db),
         "-v",
         f"schemas={schemas_literal(schemas)}",
+        "-v",
+        f"recreated={schemas_literal(list(recreated))}",
         "-f",
         str(PREPARE_SQL),
         "-f",

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import psycopg
 from progress import Progress, mb_per_second
 from psycopg import sql
+from replace import STAGING_MARKER, STAGING_PREFIX, drop_marked
 
 from config import DatabaseSettings, Settings, ValidationLevel
 from connect import connect
@@ -79,7 +80,6 @@ from validate import (
 
 Connection = psycopg.Connection[tuple[object, ...]]
 
-STAGING_PREFIX = "elt_staging_"
 FIRST_USER_OID = 16384  # FirstNormalObjectId
 
 # TOC entry types the staged path knows how to place. Anything else in the
@@ -482,6 +482,8 @@ class Plan:
     # figures measured while copying, keyed like validate.collect's
     source_figures: dict[str, TableFigures] = field(default_factory=dict)
     destination_figures: dict[str, TableFigures] = field(default_factory=dict)
+    # staging schema -> the comment it takes at the swap (the source schema's)
+    comments: dict[str, str | None] = field(default_factory=dict)
 
     def staged_ident(self, table: CopyTable) -> sql.Identifier:
         return sql.Identifier(self.staged[table.schema], table.name)
@@ -1108,30 +1110,6 @@ class Coordinator:
         with contextlib.suppress(psycopg.Error):
             self.conn.execute(_UNLOCK_LOAD)
 
-    def remove_leftovers(self) -> None:
-        """Staging schemas and a scratch database of a run that was killed outright."""
-        names = [
-            str(r[0])
-            for r in self.conn.execute(
-                "SELECT nspname FROM pg_catalog.pg_namespace WHERE starts_with(nspname, %s)",
-                (STAGING_PREFIX,),
-            )
-        ]
-        if names:
-            self.logger.warning(
-                "Removing staging schemas left by an interrupted run", extra={"schemas": names}
-            )
-            self.drop_schemas(names)
-        self.drop_scratch()
-
-    def drop_schemas(self, names: Sequence[str]) -> None:
-        if names:
-            with self.conn.transaction():
-                for name in names:
-                    self.conn.execute(
-                        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-                    )
-
     def drop_scratch(self) -> None:
         self.conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.scratch))
@@ -1195,7 +1173,9 @@ def plan(
     check_eligible(parse_toc(listing), extras, tables, schemas)
     staged = staging_names(schemas, coordinator.conn.info.backend_pid)
 
-    coordinator.remove_leftovers()  # only now: a source that is not eligible changes nothing
+    # A killed run's scratch database (replace.remove_leftovers has removed its
+    # staging schemas); only now: a source that is not eligible changes nothing.
+    coordinator.drop_scratch()
     coordinator.create_scratch()
     try:
         scratch = DatabaseSettings(
@@ -1232,6 +1212,20 @@ def plan(
                     conn.execute(
                         sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
                             sql.Identifier(schema), sql.Identifier(staging)
+                        )
+                    )
+                # Each staging schema is created with the job's marker, the proof
+                # that a leftover is the job's own; the swap puts these back.
+                comments = {
+                    str(name): None if comment is None else str(comment)
+                    for name, comment in conn.execute(
+                        read_sql("schema_comments.sql"), {"schemas": list(staged.values())}
+                    )
+                }
+                for staging in staged.values():
+                    conn.execute(
+                        sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                            sql.Identifier(staging), sql.Literal(STAGING_MARKER)
                         )
                     )
             archive = _run(
@@ -1302,6 +1296,7 @@ def plan(
         validation=settings.validation,
         record_hash=min(versions) >= RECORD_HASH_MIN_VERSION,
         source_listed={(str(r[0]), str(r[1])): r for r in list_relations(snapshot, schemas)},
+        comments=comments,
     )
 
 
@@ -1341,12 +1336,22 @@ def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit = on")
         conn.execute("SET LOCAL client_min_messages = error")
+        staged = [plan.staged[s] for s in schemas]
         conn.execute(
             "SELECT pg_catalog.set_config('elt.replaced_schemas', %s::text[]::text, true), "
-            "pg_catalog.set_config('elt.staged_schemas', %s::text[]::text, true)",
-            (schemas, [plan.staged[s] for s in schemas]),
+            "pg_catalog.set_config('elt.staged_schemas', %s::text[]::text, true), "
+            "pg_catalog.set_config('elt.staged_comments', %s::text[]::text, true)",
+            (schemas, staged, [plan.comments.get(s) for s in staged]),
         )
+        # The swap re-creates no database-wide object (a source with any is
+        # streamed): every dependent outside the copied schemas is a blocker.
+        conn.execute(read_sql("dependents.sql"))
         conn.execute(read_sql("replace_schemas.sql"))
+        saved = conn.execute(read_sql("saved_views.sql")).fetchone()
+        if saved is not None and saved[0]:
+            # Views in other schemas that use the copied ones, against the new copy.
+            conn.execute(read_sql("recreate_views.sql"))
+            conn.execute(read_sql("recreate_views_in_swap.sql"))
         row = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D')"
         ).fetchone()
@@ -1478,9 +1483,11 @@ def _clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:
                 read_sql("end_own_sessions.sql"),
                 {"name": APPLICATION_NAME, "schemas": coordinator.staging},
             )
-        coordinator.drop_schemas(coordinator.staging)
+        # Only what carries the job's marker: a schema of that name that this
+        # run could not create (a user's own, say) is not the run's to drop.
+        drop_marked(coordinator.conn, coordinator.staging)
         coordinator.drop_scratch()
-    except psycopg.Error as exc:
+    except (psycopg.Error, LoadError) as exc:  # LoadError: drop_marked found the lock taken
         logger.warning(
             "Could not remove the staging schemas; the next run removes them",
             extra={"schemas": coordinator.staging, "stderr_tail": message_lines(exc)},

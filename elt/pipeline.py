@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import parallel_copy
 import psycopg
+import replace
 from progress import CopyScanner, Progress, mb_per_second
 
 from config import Settings, ValidationLevel, same_database_error
@@ -121,12 +122,14 @@ def copy(
     *,
     table_sizes: dict[str, int],
     encoding: str | None = None,
+    recreated: list[str] | None = None,
 ) -> parallel_copy.CopyStats:
     """Stream the snapshot into the destination in one transaction.
 
     `table_sizes` ("schema.table": bytes on the source's disk) is for the
     progress estimate only; `encoding` is the dump's client encoding, when
-    not the source's (extract.copy_encoding).
+    not the source's (extract.copy_encoding). `recreated`: the source's
+    database-wide objects that depend on its schemas (replace.database_wide_dependents).
     """
     timeout = settings.connect_timeout_seconds
     progress = Progress(
@@ -145,7 +148,7 @@ def copy(
         ),
         Stage(
             "psql",
-            psql_load_argv(settings.destination, schemas),
+            psql_load_argv(settings.destination, schemas, recreated or []),
             child_env(settings.destination, timeout),
             observe=CopyScanner(progress, table_sizes).feed,
         ),
@@ -285,6 +288,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         try:
             schemas = snapshot.schemas()
             rowless = _rowless_tables(snapshot, schemas, logger)
+            recreated = replace.database_wide_dependents(snapshot.conn, schemas)
             if level is not ValidationLevel.OFF:
                 prepare_session(snapshot.conn)
                 snapshot.lock_tables(list_tables(snapshot.conn, schemas))
@@ -295,6 +299,9 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         except psycopg.Error as exc:
             raise _catalog_error("Reading the source snapshot failed", exc) from None
         session = _hold_run_lock(settings, hold)
+        # Before any copying, on both paths (each load checks again at its swap).
+        replace.remove_leftovers(session, logger)
+        replace.check_dependents(session, schemas, recreated, logger)
         encodings = (_server_encoding(snapshot.conn), _server_encoding(session))
         try:
             copied = _copy_in_parallel(settings, snapshot, schemas, logger, session)
@@ -307,6 +314,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                     logger,
                     table_sizes=_source_sizes(snapshot, schemas),
                     encoding=None if dump_encoding == encodings[0] else dump_encoding,
+                    recreated=recreated,
                 )
         except (ExtractError, LoadError) as exc:
             raise encoding_error(exc, *encodings) or exc from None

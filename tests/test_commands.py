@@ -74,11 +74,13 @@ def test_pg_restore_argv(copy_ownership: bool, tail: list[str]) -> None:
 
 
 def test_psql_load_argv_always_stops_on_error_and_ignores_psqlrc() -> None:
-    argv = psql_load_argv(DESTINATION, ["public", "sales"])
+    argv = psql_load_argv(DESTINATION, ["public", "sales"], ['event trigger "a b"'])
     assert argv == [
         "psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
         "-h", "dst.example", "-p", "5438", "-U", "writer", "-d", "dest db",
-        "-v", 'schemas={"public","sales"}', "-f", str(PREPARE_SQL), "-f", "-",
+        "-v", 'schemas={"public","sales"}',
+        "-v", r'recreated={"event trigger \"a b\""}',
+        "-f", str(PREPARE_SQL), "-f", "-",
     ]  # fmt: skip
     assert PREPARE_SQL.is_file()
 

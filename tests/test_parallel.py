@@ -40,6 +40,7 @@ from parallel_copy import (
     schema_restore_argv,
 )
 from progress import CopyScanner, Progress
+from replace import STAGING_MARKER
 from test_faults import descendants, loaded_then_changed, rerun_succeeds
 
 from config import DatabaseSettings
@@ -991,7 +992,8 @@ def test_leftovers_of_a_killed_run_are_removed_first(
     for schema in schemas:
         dbs.destination.execute(
             "destination_db",
-            f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.film_actors (film_id int)",
+            f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.film_actors (film_id int); "
+            f"COMMENT ON SCHEMA {schema} IS '{STAGING_MARKER}'",
         )
     scratch_name = f"elt_scratch_{destination_oid(dbs)}"
     if scratch:
@@ -1019,6 +1021,7 @@ def test_a_run_refuses_while_another_run_holds_the_destination(dbs: Databases) -
         other_run.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         other_run.execute("CREATE SCHEMA elt_staging_0")
         other_run.execute("CREATE TABLE elt_staging_0.film_actors (film_id int)")
+        other_run.execute(f"COMMENT ON SCHEMA elt_staging_0 IS '{STAGING_MARKER}'")
         before = dbs.destination.fingerprint("destination_db")
 
         run = run_elt(dbs.env())
@@ -1175,6 +1178,31 @@ def test_destination_stopped_inside_a_build_then_a_plain_rerun_recovers(dbs: Dat
     assert again.logs[-1]["copy_path"] == "parallel"
     assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
     assert_no_staging_left(dbs)
+
+
+# --- a dependent object created while the copy runs --------------------------------
+
+
+def test_a_dependent_created_during_the_copy_is_refused_at_the_swap(dbs: Databases) -> None:
+    # The run checks before copying, and again in the swap's transaction.
+    loaded_then_changed(dbs)
+    env = dbs.env()
+    with build_held(dbs):
+        job, _ = start_held_run(dbs, env)
+        dbs.destination.execute(
+            "destination_db",
+            "CREATE SCHEMA reports; CREATE TABLE reports.r (u int REFERENCES public.users (id))",
+        )
+        before = fingerprint_outside_staging(dbs.destination)
+    run = finish(job, env)
+
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data load failed"
+    assert "r_u_fkey on reports.r" in " ".join(error["stderr_tail"])
+    assert run.find("Table copied"), "the refusal must come at the swap"
+    assert_no_staging_left(dbs)
+    assert dbs.destination.fingerprint("destination_db") == before
 
 
 # --- keys built in two steps ------------------------------------------------------

@@ -8,19 +8,25 @@ only and that no password appears in stdout or stderr.
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from replace import STAGING_MARKER
 
+from config import DatabaseSettings
 from conftest import (
     REFUSAL,
     REFUSE_FILM_ACTORS_KEYS,
     SEED_COUNTS,
     Databases,
+    PgServer,
     both_paths,
     run_elt,
+    the_error,
 )
+from load import psql_load_argv
 
 
 @pytest.fixture(params=["streamed", "parallel"])
@@ -155,6 +161,32 @@ OBJECT_CASES = {
         CREATE TABLE tags (name citext PRIMARY KEY);
         INSERT INTO tags VALUES ('Drama'), ('Comedy');
     """,
+    # Issue #10, case 1: quoted schema names were compared unquoted, so every
+    # re-run refused the keys between them and public.
+    "schemas whose names need quoting, with keys across schemas": """
+        CREATE SCHEMA "My Schema";
+        CREATE TABLE "My Schema".fkchild (
+            id int PRIMARY KEY, user_id int REFERENCES public.users (id));
+        INSERT INTO "My Schema".fkchild SELECT g, 1 + g % 14 FROM generate_series(1, 30) AS g;
+        CREATE SCHEMA "ünïcødé_схема";
+        CREATE TABLE "ünïcødé_схема"."Ref" (
+            child_id int REFERENCES "My Schema".fkchild (id),
+            film_id int REFERENCES public.films (film_id));
+        INSERT INTO "ünïcødé_схема"."Ref" SELECT g, 1 + g % 20 FROM generate_series(1, 30) AS g;
+        CREATE VIEW public.children AS SELECT id FROM "My Schema".fkchild;
+    """,
+    # Database-wide objects of the source's own that call its functions: the
+    # load re-creates them, so they never block a re-run.
+    "event trigger and cast whose functions live in a copied schema": """
+        CREATE SCHEMA "Hooks";
+        CREATE FUNCTION "Hooks".noop() RETURNS event_trigger LANGUAGE plpgsql
+            AS $$ BEGIN END $$;
+        CREATE EVENT TRIGGER elt_test_noop ON sql_drop EXECUTE FUNCTION "Hooks".noop();
+        CREATE TYPE "Hooks".pair AS (a int, b int);
+        CREATE FUNCTION "Hooks".pair_text("Hooks".pair) RETURNS text LANGUAGE sql IMMUTABLE
+            AS 'SELECT ''pair''';
+        CREATE CAST ("Hooks".pair AS text) WITH FUNCTION "Hooks".pair_text("Hooks".pair);
+    """,
 }
 
 
@@ -200,27 +232,252 @@ def test_stale_objects_in_a_copied_schema_are_replaced(dbs: Databases) -> None:
     assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
 
 
-def test_dependent_objects_elsewhere_make_the_load_refuse(dbs: Databases) -> None:
+def quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# Objects in the copied schema {s}, which the destination's own objects below use.
+DEPENDED_ON = """
+CREATE TABLE {s}."My Table" (id int PRIMARY KEY);
+CREATE SEQUENCE {s}.myseq;
+CREATE FUNCTION {s}.trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE FUNCTION {s}.evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE TYPE {s}.pair AS (a int, b int);
+CREATE FUNCTION {s}.pair_text({s}.pair) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ''pair''';
+"""
+# (the destination's own object, what the refusal must call it)
+DEPENDENTS = {
+    "foreign key": (
+        'CREATE TABLE reports.r (id int REFERENCES {s}."My Table")',
+        "table constraint r_id_fkey on reports.r",
+    ),
+    "sequence default": (
+        "ALTER TABLE reports.r ADD n bigint DEFAULT nextval('{s}.myseq')",
+        "default value for reports.r.n",
+    ),
+    "trigger": (
+        "CREATE TRIGGER r_trg BEFORE INSERT ON reports.r FOR EACH ROW EXECUTE FUNCTION {s}.trg()",
+        "trigger r_trg on reports.r",
+    ),
+    "function of a row type": (
+        'CREATE FUNCTION reports.rows() RETURNS SETOF {s}."My Table" LANGUAGE sql '
+        'AS $$ SELECT * FROM {s}."My Table" $$',
+        "function reports.rows()",
+    ),
+    # issue #10, case 2: database-wide objects
+    "event trigger": (
+        "CREATE EVENT TRIGGER elt_test_evt ON sql_drop EXECUTE FUNCTION {s}.evt()",
+        "event trigger elt_test_evt",
+    ),
+    "cast": (
+        "CREATE CAST ({s}.pair AS text) WITH FUNCTION {s}.pair_text({s}.pair)",
+        "cast ({s}.pair AS pg_catalog.text)",
+    ),
+}
+
+
+@pytest.mark.parametrize("schema", ["public", "My Schema", "ünïcødé_схема"])
+def test_dependent_objects_elsewhere_make_the_load_refuse_before_copying(
+    dbs: Databases, schema: str
+) -> None:
+    s = "public" if schema == "public" else quoted(schema)
+    create = "" if schema == "public" else f"CREATE SCHEMA {s};"
+    dbs.source.execute("source_db", create + DEPENDED_ON.format(s=s))
     assert run_elt(dbs.env()).returncode == 0
     dbs.destination.execute(
         "destination_db",
-        """
-        CREATE SCHEMA reports;
-        CREATE VIEW reports.adults AS
-            SELECT id FROM public.users WHERE date_of_birth < '2008-01-01';
-        """,
+        "CREATE SCHEMA reports;" + ";".join(sql.format(s=s) for sql, _ in DEPENDENTS.values()),
     )
     dbs.source.execute("source_db", "INSERT INTO users (first_name) VALUES ('New')")
     before = dbs.destination.fingerprint("destination_db")
 
     run = run_elt(dbs.env())
 
-    assert run.returncode == 5
-    (error,) = run.errors()
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
     assert error["message"] == "Data load failed"
-    assert any("reports.adults" in line for line in error["stderr_tail"])
-    assert "re-create" in " ".join(error["stderr_tail"])
+    for _, name in DEPENDENTS.values():
+        assert name.format(s=s) in error["error"]
+    assert "re-create" in error["hint"]
+    # Refused before copying anything, on both paths (issue #10, case 9).
+    for message in ("Parallel copy planned", "Table copied", "Starting data extraction"):
+        assert not any(m.startswith(message) for m in run.messages()), message
     assert dbs.destination.fingerprint("destination_db") == before
+
+
+# The one-stream load checks again in its own transaction (prepare_destination.sql),
+# where the source's own database-wide objects, which its restore script
+# re-creates, do not count. (objects on the destination, recreated, names expected)
+IN_TRANSACTION = {
+    "event trigger": (["event trigger"], [], ["event trigger elt_test_evt"]),
+    "event trigger the load re-creates": (["event trigger"], ["event trigger elt_test_evt"], []),
+    "function, and an event trigger the load re-creates": (
+        ["event trigger", "function of a row type"],
+        ["event trigger elt_test_evt"],
+        ["function reports.rows()"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("objects", "recreated", "named"), IN_TRANSACTION.values(), ids=IN_TRANSACTION
+)
+def test_the_load_transaction_checks_the_dependents_again(
+    destination_server: PgServer, objects: list[str], recreated: list[str], named: list[str]
+) -> None:
+    destination_server.recreate_database("check_db")
+    destination_server.execute(
+        "check_db",
+        DEPENDED_ON.format(s="public")
+        + "CREATE SCHEMA reports;"
+        + ";".join(DEPENDENTS[o][0].format(s="public") for o in objects),
+    )
+    before = destination_server.fingerprint("check_db")
+    db = DatabaseSettings(
+        "destination", "127.0.0.1", destination_server.port, "check_db",
+        destination_server.user, destination_server.password,
+    )  # fmt: skip
+    # An empty restore script: the transaction ends without COMMIT, so it rolls back.
+    load = subprocess.run(
+        psql_load_argv(db, ["public"], recreated),
+        env=destination_server.client_env(),
+        input="",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert load.returncode == (3 if named else 0), load.stderr
+    for name in named:
+        assert name in load.stderr
+    for name in recreated:
+        assert name not in load.stderr
+    assert destination_server.fingerprint("check_db") == before
+
+
+# Issue #13: an analyst's views and materialized views in a schema of their
+# own, on the copied tables and on each other, with what a dump keeps of them.
+ANALYST_VIEWS = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'elt_test_analyst') THEN
+        CREATE ROLE elt_test_analyst;
+    END IF;
+END $$;
+CREATE SCHEMA analytics;
+CREATE VIEW analytics.adults WITH (security_barrier) AS
+    SELECT id, first_name, date_of_birth FROM public.users
+    WHERE date_of_birth < '2008-01-01' WITH LOCAL CHECK OPTION;
+COMMENT ON VIEW analytics.adults IS 'users born before 2008';
+COMMENT ON COLUMN analytics.adults.first_name IS 'as entered';
+GRANT SELECT ON analytics.adults TO elt_test_analyst;
+CREATE VIEW analytics.adult_names AS SELECT upper(first_name) AS name FROM analytics.adults;
+ALTER VIEW analytics.adult_names OWNER TO elt_test_analyst;
+CREATE MATERIALIZED VIEW analytics.films_per_rating WITH (fillfactor = 90) AS
+    SELECT f.rating, count(*) AS films, count(a.actor_id) AS roles
+    FROM public.films AS f LEFT JOIN public.film_actors AS a USING (film_id)
+    GROUP BY f.rating;
+CREATE UNIQUE INDEX films_per_rating_key ON analytics.films_per_rating (rating) NULLS NOT DISTINCT;
+COMMENT ON INDEX analytics.films_per_rating_key IS 'one row per rating';
+GRANT SELECT (rating, films) ON analytics.films_per_rating TO elt_test_analyst;
+CREATE MATERIALIZED VIEW analytics.later AS SELECT count(*) AS n FROM analytics.adults WITH NO DATA;
+"""
+ANALYST_FIGURES = """
+SELECT (SELECT count(*) FROM analytics.adults),
+       (SELECT count(*) FROM analytics.adult_names),
+       (SELECT sum(films) FROM analytics.films_per_rating)
+"""
+
+
+def analytics_schema(server: PgServer) -> str:
+    """The analytics schema as pg_dump writes it, owners and grants included."""
+    proc = subprocess.run(
+        [*server.client_argv("pg_dump", "destination_db"), "--schema-only", "--schema=analytics"],
+        env=server.client_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return "\n".join(line for line in proc.stdout.splitlines() if not line.startswith("\\"))
+
+
+def test_views_in_other_schemas_are_recreated_against_the_new_copy(dbs: Databases) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    dbs.destination.execute("destination_db", ANALYST_VIEWS)
+    definitions = analytics_schema(dbs.destination)
+    assert dbs.destination.query("destination_db", ANALYST_FIGURES) == [(13, 13, 26)]
+    dbs.source.execute(
+        "source_db",
+        """
+        INSERT INTO users (first_name, date_of_birth) VALUES ('New', '1990-01-01');
+        INSERT INTO films (title, rating) VALUES ('New film', 'PG');
+        """,
+    )
+
+    for _ in range(2):
+        run = run_elt(dbs.env())
+
+        assert run.returncode == 0, run.stdout
+        (line,) = run.find(
+            "Views in other schemas use the copied schemas; the load re-creates them"
+        )
+        assert sorted(line["views"]) == sorted(
+            f"analytics.{v}" for v in ("adults", "adult_names", "films_per_rating", "later")
+        )
+        assert analytics_schema(dbs.destination) == definitions
+        assert dbs.destination.query("destination_db", ANALYST_FIGURES) == [(14, 14, 27)]
+        populated = dbs.destination.query(
+            "destination_db",
+            "SELECT relname, relispopulated FROM pg_class WHERE relkind = 'm' ORDER BY 1",
+        )
+        assert populated == [("films_per_rating", True), ("later", False)]
+
+
+def test_a_view_whose_definition_no_longer_applies_makes_the_load_refuse(
+    dbs: Databases,
+) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    dbs.destination.execute("destination_db", ANALYST_VIEWS)
+    dbs.source.execute("source_db", "ALTER TABLE users DROP COLUMN date_of_birth")
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data load failed"
+    stderr = " ".join(error["stderr_tail"])
+    assert "view analytics.adults no longer applies to the new copy" in stderr
+    assert "date_of_birth" in stderr
+    assert dbs.destination.fingerprint("destination_db") == before
+
+
+def test_only_staging_schemas_the_job_created_are_removed(dbs: Databases) -> None:
+    dbs.destination.execute(
+        "destination_db",
+        f"""
+        CREATE SCHEMA elt_staging_mine;
+        CREATE TABLE elt_staging_mine.notes (id int PRIMARY KEY, body text);
+        INSERT INTO elt_staging_mine.notes VALUES (1, 'keep me');
+        -- what a parallel run killed outright leaves behind
+        CREATE SCHEMA elt_staging_0;
+        CREATE TABLE elt_staging_0.film_actors (film_id int);
+        COMMENT ON SCHEMA elt_staging_0 IS '{STAGING_MARKER}';
+        """,
+    )
+    for attempt in range(2):
+        run = run_elt(dbs.env())
+        assert run.returncode == 0, run.stdout
+        warnings = run.find("Removing staging schemas left by an interrupted run")
+        assert [(w["level"], w["schemas"]) for w in warnings] == (
+            [("WARNING", ["elt_staging_0"])] if attempt == 0 else []
+        )
+    schemas = dbs.destination.query(
+        "destination_db",
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'elt%' ORDER BY 1",
+    )
+    assert schemas == [("elt_staging_mine",)]
+    rows = dbs.destination.query("destination_db", "SELECT * FROM elt_staging_mine.notes")
+    assert rows == [(1, "keep me")]
 
 
 def test_wrong_password_fails_cleanly_and_changes_nothing(dbs: Databases) -> None:

@@ -475,12 +475,6 @@ def marts_contents(dbs: Databases) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the ELT job to re-create views in other schemas at a reload (issue #13,"
-    " elt/sql/replace_schemas.sql); until then the second load refuses with exit 5."
-    " Remove this marker when that lands.",
-)
 def test_reload_keeps_dbt_views_and_gives_the_same_marts(
     dbs: Databases, dbt_bin: Path, tmp_path: Path
 ) -> None:

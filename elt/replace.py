@@ -1,0 +1,140 @@
+"""What replacing the copied schemas may touch on the destination, checked
+before either copy path starts (and again in the load's own transaction):
+
+* objects outside the copied schemas that depend on them (elt/sql/dependents.sql):
+  the load refuses and names them, rather than dropping them with the schemas;
+* staging schemas a killed parallel run left behind: removed, but only those
+  that carry the job's marker (elt/sql/staging_leftovers.sql), so that a
+  user's own schema named elt_staging_... is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import psycopg
+from psycopg import sql
+
+from errors import LoadError, message_lines
+from extract import read_sql
+from load import busy_error
+
+Connection = psycopg.Connection[tuple[object, ...]]
+
+STAGING_PREFIX = "elt_staging_"
+# The comment each staging schema carries from its creation until the swap
+# gives it the source schema's own: proof that the job created it.
+STAGING_MARKER = "elt_staging: a staging schema of the ELT job, removed by its next run"
+_SETTINGS = (
+    "SELECT pg_catalog.set_config('elt.replaced_schemas', %s::text[]::text, true), "
+    "pg_catalog.set_config('elt.recreated', %s::text[]::text, true)"
+)
+HINT = (
+    "Drop them before the run and re-create them after it, or keep them in a schema of "
+    "their own that does not reference the copied schemas."
+)
+
+
+def _text(value: object) -> str:
+    # A SQL_ASCII database hands text over as bytes.
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _dependents(
+    conn: Connection, schemas: Sequence[str], recreated: Sequence[str]
+) -> tuple[str, list[str], list[str]]:
+    """dependents.sql in the connection's current transaction: the blockers,
+    the database-wide dependents, the views that the load re-creates."""
+    conn.execute(_SETTINGS, (list(schemas), list(recreated)))
+    row = conn.execute(read_sql("dependents.sql")).fetchone()
+    assert row is not None
+    assert isinstance(row[1], list)
+    assert isinstance(row[3], list)
+    return _text(row[0]), [_text(o) for o in row[1]], [_text(v) for v in row[3]]
+
+
+def database_wide_dependents(snapshot: Connection, schemas: Sequence[str]) -> list[str]:
+    """The source's database-wide objects (event triggers, casts, extensions, ...)
+    that depend on its schemas: the one-stream load drops and re-creates them."""
+    return _dependents(snapshot, schemas, ())[1]
+
+
+def check_dependents(
+    session: Connection,
+    schemas: Sequence[str],
+    recreated: Sequence[str],
+    logger: logging.Logger,
+) -> None:
+    """Refuse, before any copying, when destination objects outside the copied
+    schemas depend on them (the load checks again in its own transaction).
+    Views that use them are not in the way: the load re-creates them."""
+    try:
+        with session.transaction(force_rollback=True):
+            blockers, _, views = _dependents(session, schemas, recreated)
+    except psycopg.Error as exc:
+        raise LoadError(
+            "Checking what depends on the copied schemas failed; nothing was changed",
+            hint="Check that the destination is up, then run again.",
+            stderr_tail=message_lines(exc),
+        ) from None
+    if blockers != "none":
+        raise LoadError(
+            "Destination objects outside the copied schemas depend on objects this load "
+            f"replaces: {blockers}; nothing was changed",
+            hint=HINT,
+        )
+    if views:
+        logger.info(
+            "Views in other schemas use the copied schemas; the load re-creates them",
+            extra={"views": views},
+        )
+
+
+def marked_staging(session: Connection, names: Sequence[str] | None = None) -> list[str]:
+    """The staging schemas the job created (all, or those among `names`)."""
+    rows = session.execute(
+        read_sql("staging_leftovers.sql"),
+        {
+            "prefix": STAGING_PREFIX,
+            "marker": STAGING_MARKER,
+            "names": None if names is None else list(names),
+        },
+    )
+    return [str(r[0]) for r in rows]
+
+
+def _lock_and_drop(session: Connection, names: Sequence[str] | None) -> list[str]:
+    """In the caller's transaction: take the load's lock (or refuse: another
+    load is running), then drop the job's own staging schemas among `names`."""
+    row = session.execute(read_sql("load_lock.sql")).fetchone()
+    if row is None or not row[0]:
+        raise busy_error()
+    marked = marked_staging(session, names)
+    for name in marked:
+        session.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+    return marked
+
+
+def drop_marked(session: Connection, names: Sequence[str]) -> None:
+    """Drop those of `names` that are the job's own staging schemas."""
+    with session.transaction():
+        _lock_and_drop(session, names)
+
+
+def remove_leftovers(session: Connection, logger: logging.Logger) -> None:
+    """Staging schemas of a run that was killed outright, on either copy path
+    (the run's lock keeps other runs of this version out meanwhile)."""
+    try:
+        with session.transaction():
+            names = _lock_and_drop(session, None)
+    except psycopg.Error as exc:
+        raise LoadError(
+            "Removing the staging schemas of an interrupted run failed; nothing else was changed",
+            hint="Read stderr_tail, fix the cause (a lock, say), then run again.",
+            stderr_tail=message_lines(exc),
+        ) from None
+    if names:
+        logger.warning(
+            "Removing staging schemas left by an interrupted run", extra={"schemas": names}
+        )
