@@ -94,6 +94,9 @@ def _log_failure(logger: logging.Logger, error: EltError, exit_code: int) -> Non
 def main() -> int:
     logger = setup_logger()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it
+    # ignored; the job promises to roll back on SIGINT however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logger.info("Starting ELT pipeline")
     settings: Settings | None = None
     try:

@@ -341,9 +341,12 @@ def elt_sessions(server: PgServer, condition: str = "true") -> int:
     return int(row[0])
 
 
-def start_job(env: dict[str, str]) -> subprocess.Popen[str]:
+def start_job(env: dict[str, str], *, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    argv = [sys.executable, str(SCRIPT)]
+    if sigint_ignored:  # as a shell starts a background job (`job &`)
+        argv = ["sh", "-c", 'trap "" INT; exec "$0" "$1"', *argv]
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT)],
+        argv,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

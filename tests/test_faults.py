@@ -177,15 +177,23 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code", "sigint_ignored"),
+    [
+        pytest.param(signal.SIGTERM, 143, False, id="SIGTERM"),
+        pytest.param(signal.SIGINT, 130, False, id="SIGINT"),
+        # Started with SIGINT ignored, as a shell's background job is.
+        pytest.param(signal.SIGINT, 130, True, id="SIGINT-inherited-ignored"),
+    ],
+)
 def test_signal_mid_copy_stops_everything_and_rolls_back(
-    dbs: Databases, tmp_path: Path, signum: int, code: int
+    dbs: Databases, tmp_path: Path, signum: int, code: int, sigint_ignored: bool
 ) -> None:
     loaded_then_changed(dbs)
     env = dbs.env(TMPDIR=str(tmp_path))
     with load_held(dbs):
         before = dbs.destination.fingerprint("destination_db")
-        job = start_job(env)
+        job = start_job(env, sigint_ignored=sigint_ignored)
         wait_until(lambda: load_is_waiting(dbs), "the load to reach the held point")
         children = descendants(job.pid)
         # The load's psql is running (pg_dump may be done already), and no
