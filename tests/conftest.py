@@ -70,6 +70,7 @@ class PgServer:
     port: int = field(init=False, default=0)
     user: str = "postgres"
     password: str = PASSWORD
+    options: str = ""  # more server options (-c name=value ...), for start() and restart()
 
     def __post_init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix=f"elt-test-{self.name}-"))
@@ -126,7 +127,7 @@ class PgServer:
             self.port = port or _free_port()
             options = (
                 f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 "
-                f"-c max_connections=50 {self.SPEED_OPTIONS}"
+                f"-c max_connections=50 {self.SPEED_OPTIONS} {self.options}"
             )
             proc = subprocess.run(
                 self._as_owner(
