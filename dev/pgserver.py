@@ -163,6 +163,8 @@ class PgServer:
     home: InitVar[Path | None] = None
     # Throwaway test data does not need durability; the local stack keeps it.
     durable: bool = False
+    # More server options (-c name=value ...), after the defaults so that they win.
+    extra_options: str = ""
     base: Path = field(init=False)
     port: int = field(init=False, default=0)
 
@@ -218,8 +220,8 @@ class PgServer:
     def options(self) -> str:
         listen = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1"
         if self.durable:
-            return listen
-        return f"{listen} -c max_connections=50 {self.SPEED_OPTIONS}"
+            return f"{listen} {self.extra_options}".rstrip()
+        return f"{listen} -c max_connections=50 {self.SPEED_OPTIONS} {self.extra_options}".rstrip()
 
     def start(self, port: int | None = None) -> None:
         """Start the server on `port`, or on a free port (retrying if one is taken meanwhile)."""

@@ -40,6 +40,7 @@ is changed, and the job uses the streamed path instead.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -50,6 +51,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import limits
 import psycopg
 from progress import Progress, mb_per_second
 from psycopg import sql
@@ -168,6 +170,8 @@ _EMPTY_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false)"
 # The load's lock that elt/sql/coordinator_lock.sql takes.
 _UNLOCK_LOAD = "SELECT pg_catalog.pg_advisory_unlock(4541524)"
 _SLOW_METHODS = frozenset({"gin", "gist", "spgist", "brin"})
+# The server's login refusals for want of a connection slot (SQLSTATE 53300).
+_NO_SLOT = ("too many clients", "too many connections", "connection slots are reserved")
 
 
 class NotEligible(Exception):
@@ -1156,6 +1160,45 @@ def check_eligible(
         raise NotEligible(f"a source schema name starts with {STAGING_PREFIX}")
 
 
+def check_expression_code(snapshot: Connection, schemas: list[str]) -> None:
+    """NotEligible when loading or indexing a copied table runs user-defined code
+    (elt/sql/expression_functions.sql): it could read other copied tables by name,
+    and those are only staged while it runs."""
+    calls = snapshot.execute(read_sql("expression_functions.sql"), {"schemas": schemas}).fetchall()
+    if calls:
+        named = "; ".join(f"{used_by} calls {uses}" for used_by, uses in calls[:5])
+        raise NotEligible(
+            "user-defined code runs while tables load or are indexed, and could read other "
+            f"copied tables, which are only staged then ({len(calls)}): {named}"
+        )
+
+
+def _rename_to_staging(conn: Connection, staged: dict[str, str]) -> dict[str, str | None]:
+    """Rename the scratch copy's schemas to their staging names; return their comments."""
+    with conn.transaction():
+        for schema, staging in staged.items():
+            conn.execute(
+                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                    sql.Identifier(schema), sql.Identifier(staging)
+                )
+            )
+        # Each staging schema is created with the job's marker, the proof
+        # that a leftover is the job's own; the swap puts these back.
+        comments = {
+            str(name): None if comment is None else str(comment)
+            for name, comment in conn.execute(
+                read_sql("schema_comments.sql"), {"schemas": list(staged.values())}
+            )
+        }
+        for staging in staged.values():
+            conn.execute(
+                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                    sql.Identifier(staging), sql.Literal(STAGING_MARKER)
+                )
+            )
+    return comments
+
+
 def plan(
     settings: Settings,
     *,
@@ -1171,6 +1214,7 @@ def plan(
     listing = _listing(_run(["pg_restore", "--list"], env_source, source_archive))
     extras = snapshot.execute(read_sql("source_extras.sql"), {"schemas": schemas}).fetchall()
     check_eligible(parse_toc(listing), extras, tables, schemas)
+    check_expression_code(snapshot, schemas)
     staged = staging_names(schemas, coordinator.conn.info.backend_pid)
 
     # A killed run's scratch database (replace.remove_leftovers has removed its
@@ -1207,27 +1251,7 @@ def plan(
                 env_destination,
                 source_archive,
             )
-            with conn.transaction():
-                for schema, staging in staged.items():
-                    conn.execute(
-                        sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
-                            sql.Identifier(schema), sql.Identifier(staging)
-                        )
-                    )
-                # Each staging schema is created with the job's marker, the proof
-                # that a leftover is the job's own; the swap puts these back.
-                comments = {
-                    str(name): None if comment is None else str(comment)
-                    for name, comment in conn.execute(
-                        read_sql("schema_comments.sql"), {"schemas": list(staged.values())}
-                    )
-                }
-                for staging in staged.values():
-                    conn.execute(
-                        sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
-                            sql.Identifier(staging), sql.Literal(STAGING_MARKER)
-                        )
-                    )
+            comments = _rename_to_staging(conn, staged)
             archive = _run(
                 schema_dump_argv(scratch, None, list(staged.values())), env_destination, b""
             )
@@ -1358,6 +1382,65 @@ def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
     return bool(row and row[0])
 
 
+def connections_needed(workers: int, *, validation: bool) -> tuple[int, int]:
+    """(destination, source) connections the copy opens at once besides the run's
+    own sessions: per worker, an index build session and, with validation, a
+    measuring session on each side; and a psql pair per table copied at once
+    (half the workers, see Scheduler). The plan needs fewer: two, and one."""
+    copies = max(1, workers // 2)
+    return workers * (1 + validation) + copies, workers * validation + copies
+
+
+def size_workers(jobs: int, destination_free: int, source_free: int, *, validation: bool) -> int:
+    """The most workers, up to `jobs`, whose connections both servers accept; 0 if
+    not even one worker's."""
+    for workers in range(jobs, 0, -1):
+        destination, source = connections_needed(workers, validation=validation)
+        if destination <= destination_free and source <= source_free:
+            return workers
+    return 0
+
+
+def _sized(
+    settings: Settings, snapshot: Connection, destination: Connection, logger: logging.Logger
+) -> Settings:
+    """`settings` with ELT_JOBS lowered to the connections the roles may open now, in
+    one log line; NotEligible when not even one worker fits."""
+    try:
+        rooms = limits.connection_room(destination), limits.connection_room(snapshot)
+    except psycopg.Error as exc:
+        raise _load_error("Reading the servers' connection limits failed", exc) from None
+    validation = settings.validation is not ValidationLevel.OFF
+    workers = size_workers(settings.jobs, rooms[0].free, rooms[1].free, validation=validation)
+    needs = connections_needed(max(workers, 1), validation=validation)
+    figures = {
+        "destination_connections_free": rooms[0].free,
+        "source_connections_free": rooms[1].free,
+        "destination_connections_needed": needs[0],
+        "source_connections_needed": needs[1],
+    }
+    if workers == 0:
+        raise NotEligible(
+            f"one worker needs {needs[0]} more connections to the destination and "
+            f"{needs[1]} to the source, and DESTINATION_POSTGRES_USER may open "
+            f"{rooms[0].free} there, SOURCE_POSTGRES_USER {rooms[1].free} (max_connections, "
+            "reserved connections, CONNECTION LIMIT of the role or database, sessions open)"
+        )
+    logger.info(
+        "Parallel copy workers sized",
+        extra={
+            "jobs": settings.jobs,
+            "workers": workers,
+            **figures,
+            "reason": "ELT_JOBS"
+            if workers == settings.jobs
+            else "the connections the roles may open (max_connections, reserved "
+            "connections, CONNECTION LIMIT of the role or database, sessions open)",
+        },
+    )
+    return dataclasses.replace(settings, jobs=workers)
+
+
 def copy(
     settings: Settings,
     *,
@@ -1378,6 +1461,7 @@ def copy(
     coordinator = Coordinator(session, logger)
     swapped = False
     try:
+        settings = _sized(settings, snapshot, coordinator.conn, logger)
         try:
             the_plan = plan(
                 settings,
@@ -1566,10 +1650,14 @@ def _classify(error: BaseException) -> EltError | BaseException:
         # A worker's login failing mid-run: the server went away after the job
         # had connected, which is a failed extract or load, not a setup problem.
         failed = ExtractError if error.context.get("database") == "source" else LoadError
+        hint = "Read stderr_tail. Check that the server is up, then run again; "
+        if any(marker in line for line in error.stderr_tail for marker in _NO_SLOT):
+            # Sessions opened by others after the workers were sized took the room.
+            hint = "The server accepts no more connections for this role: lower ELT_JOBS, "
+            hint += "or close other sessions, then run again; "
         result = failed(
             f"{error.message} during the parallel copy; nothing was changed",
-            hint="Read stderr_tail. Check that the server is up, then run again; "
-            "the destination's schemas are unchanged.",
+            hint=hint + "the destination's schemas are unchanged.",
             stderr_tail=error.stderr_tail,
         )
     elif isinstance(error, _SourceFailed):

@@ -14,9 +14,11 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import limits
 import parallel_copy
 import psycopg
 import replace
@@ -289,6 +291,8 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
             schemas = snapshot.schemas()
             rowless = _rowless_tables(snapshot, schemas, logger)
             recreated = replace.database_wide_dependents(snapshot.conn, schemas)
+            # Before the job locks the tables itself, and before the destination.
+            _, source_relations = limits.source_locks(snapshot.conn, schemas, logger)
             if level is not ValidationLevel.OFF:
                 prepare_session(snapshot.conn)
                 snapshot.lock_tables(list_tables(snapshot.conn, schemas))
@@ -302,10 +306,27 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         # Before any copying, on both paths (each load checks again at its swap).
         replace.remove_leftovers(session, logger)
         replace.check_dependents(session, schemas, recreated, logger)
+
+        def check_locks(*, parallel: bool) -> None:
+            try:
+                limits.destination_locks(
+                    session, schemas, source_relations, parallel=parallel, logger=logger
+                )
+            except psycopg.Error as exc:
+                raise LoadError(
+                    "Reading the destination's catalogs failed; nothing was changed",
+                    hint="Check that the destination is up and that "
+                    "DESTINATION_POSTGRES_USER may read its catalogs.",
+                    stderr_tail=message_lines(exc),
+                ) from None
+
         encodings = (_server_encoding(snapshot.conn), _server_encoding(session))
         try:
-            copied = _copy_in_parallel(settings, snapshot, schemas, logger, session)
+            copied = _copy_in_parallel(
+                settings, snapshot, schemas, logger, session, check_locks=check_locks
+            )
             if copied is None:
+                check_locks(parallel=False)
                 dump_encoding = copy_encoding(*encodings)
                 streamed = copy(
                     settings,
@@ -422,8 +443,13 @@ def _copy_in_parallel(
     schemas: list[str],
     logger: logging.Logger,
     session: Connection,
+    *,
+    check_locks: Callable[..., None],
 ) -> parallel_copy.CopyStats | None:
-    """The parallel copy when it pays off and the source allows it; None: stream instead."""
+    """The parallel copy when it pays off and the source allows it; None: stream instead.
+
+    `check_locks(parallel=True)` refuses a destination whose lock table is too
+    small for it, before anything is staged."""
     if settings.jobs < 2:
         return None
     try:
@@ -448,6 +474,7 @@ def _copy_in_parallel(
         tables = parallel_copy.source_tables(snapshot.conn, schemas)
     except psycopg.Error as exc:
         raise _catalog_error("Reading the source's table list failed", exc) from None
+    check_locks(parallel=True)
     try:
         return parallel_copy.copy(
             settings,

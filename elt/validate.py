@@ -162,7 +162,12 @@ def measure(
         query = sql.SQL(read_sql("table_digest.sql")).format(table=relation, row_hash=hash_expr)
     else:
         query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table} AS t").format(table=relation)
-    row = conn.execute(query).fetchone()
+    # In a savepoint rolled back at once: the locks the query takes on the
+    # relation's indexes and TOAST table end with it, so that a transaction that
+    # measures every table (the source snapshot's) holds no more locks than pg_dump.
+    with conn.transaction() as savepoint:
+        row = conn.execute(query).fetchone()
+        raise psycopg.Rollback(savepoint)
     assert row is not None
     return TableFigures(
         rows=int(str(row[0])),
