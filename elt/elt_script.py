@@ -47,9 +47,12 @@ class RedactSecrets(logging.Filter):
 
     MIN_LITERAL_LENGTH = 12
     MASK = "********"
+    # Quantifiers are bounded or anchored so that one long line costs linear time:
+    # this runs on every field of every line, tool output included.
     _WRITTEN_AS_PASSWORD = re.compile(
-        r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s']\S*)"
-        r"|(?P<uri>\w+://[^\s:/@]*:)[^\s@]*(?=@)",
+        r"(?P<key>password\s*=\s*)"
+        r"(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s'\"]\S*)"
+        r"|(?P<uri>(?<![\w+.-])[a-z][\w+.-]*://[^\s:/@]{0,256}:)[^\s@/]{0,256}(?=@)",
         re.IGNORECASE,
     )
 

@@ -224,6 +224,10 @@ REDACTION_CASES = {
     ),
     "PGPASSWORD in an environment dump": ("app", "PGPASSWORD=app PGUSER=u", "PGPASSWORD=******** PGUSER=u"),
     "a URI": ("app", "postgresql://u:app@h:5432/bench_app", "postgresql://u:********@h:5432/bench_app"),
+    "a double-quoted value with spaces": (
+        "pa ss word", 'PGPASSWORD="pa ss word" PGUSER=u', "PGPASSWORD=******** PGUSER=u",
+    ),
+    "a URI with a port and an @ in its path": ("app", "http://host:5432/path@x", None),
 }  # fmt: skip
 
 

@@ -496,3 +496,19 @@ def test_reload_keeps_dbt_views_and_gives_the_same_marts(
         dbs.destination_db,
         "SELECT count(*) FROM staging.stg_source_db__actors WHERE actor_name = 'New Actor'",
     ) == [(1,)]
+
+
+def test_reload_after_a_source_column_no_model_uses_is_dropped(
+    dbs: Databases, dbt_bin: Path, tmp_path: Path
+) -> None:
+    # A staging view keeps the column list its query had when it was created:
+    # a `select *` would make this reload refuse the view ("no longer applies").
+    dbs.source.execute(dbs.source_db, "ALTER TABLE films ADD COLUMN notes text")
+    load(dbs)
+    first = run_dbt(dbt_bin, "build", dbs.env(), tmp_path / "first")
+    assert first.returncode == 0, first.stdout
+    dbs.source.execute(dbs.source_db, "ALTER TABLE films DROP COLUMN notes")
+    load(dbs)
+    assert dbs.destination.query(
+        dbs.destination_db, "SELECT count(*) FROM staging.stg_source_db__films"
+    ) == [(20,)]

@@ -1,6 +1,8 @@
 -- One row per actor, name trimmed.
 with source as (
-    select * from {{ source('source_db', 'actors') }}
+    -- By name, not *: a view keeps what * meant when it was created.
+    select actor_id, actor_name
+    from {{ source('source_db', 'actors') }}
 )
 
 select

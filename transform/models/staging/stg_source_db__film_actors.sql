@@ -1,7 +1,9 @@
 -- One row per film and actor, with the composite key spelt out as one column
 -- so that it can be tested (and joined) as a single key.
 with source as (
-    select * from {{ source('source_db', 'film_actors') }}
+    -- By name, not *: a view keeps what * meant when it was created.
+    select film_id, actor_id
+    from {{ source('source_db', 'film_actors') }}
 )
 
 select

@@ -1,7 +1,9 @@
 -- One row per film and category. The source's category_id numbers the
 -- assignment row, not the category, so it is renamed film_category_id.
 with source as (
-    select * from {{ source('source_db', 'film_category') }}
+    -- By name, not *: a view keeps what * meant when it was created.
+    select category_id, film_id, category_name
+    from {{ source('source_db', 'film_category') }}
 )
 
 select

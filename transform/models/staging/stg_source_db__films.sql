@@ -1,7 +1,9 @@
 -- One row per film: typed, text trimmed, the rating normalised to upper case
 -- (' pg-13' and 'PG-13' are one rating) and checked by an accepted_values test.
 with source as (
-    select * from {{ source('source_db', 'films') }}
+    -- By name, not *: a view keeps what * meant when it was created.
+    select film_id, title, release_date, price, rating, user_rating
+    from {{ source('source_db', 'films') }}
 )
 
 select

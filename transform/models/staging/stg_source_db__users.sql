@@ -1,7 +1,9 @@
 -- One row per user: ids and dates typed, text trimmed, empty strings as NULL,
 -- e-mail addresses in lower case.
 with source as (
-    select * from {{ source('source_db', 'users') }}
+    -- By name, not *: a view keeps what * meant when it was created.
+    select id, first_name, last_name, email, date_of_birth
+    from {{ source('source_db', 'users') }}
 )
 
 select
