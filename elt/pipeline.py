@@ -220,7 +220,7 @@ def _measure(
 
     After the streamed copy, everything is measured here: on two cores, hashing
     the source while pg_dump streams it slowed the copy by more than it saved
-    (measured with tests/benchmark/bench.py). The parallel copy measured its
+    (measured with benchmark/). The parallel copy measured its
     tables while it ran; only the rest (materialized views, sequences, and
     anything it could not vouch for) is measured here. `rowless` tables
     (unlogged ones on a standby source) are measured on neither side.

@@ -31,6 +31,7 @@ import pgserver
 from pgserver import (
     debian_bindir,
     default_bindir,
+    job_env,
     run_init_scripts,
     usable_problem,
     version_of,
@@ -216,24 +217,8 @@ class Databases:
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The job's environment: every setting explicit, small wait budget."""
-        env = {
-            "PATH": f"{self.source.bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "LANG": "C.UTF-8",
-            "SOURCE_POSTGRES_HOST": "127.0.0.1",
-            "SOURCE_POSTGRES_PORT": str(self.source.port),
-            "SOURCE_POSTGRES_DB": self.source_db,
-            "SOURCE_POSTGRES_USER": self.source.user,
-            "SOURCE_POSTGRES_PASSWORD": self.source.password,
-            "DESTINATION_POSTGRES_HOST": "127.0.0.1",
-            "DESTINATION_POSTGRES_PORT": str(self.destination.port),
-            "DESTINATION_POSTGRES_DB": self.destination_db,
-            "DESTINATION_POSTGRES_USER": self.destination.user,
-            "DESTINATION_POSTGRES_PASSWORD": self.destination.password,
-            "ELT_WAIT_RETRIES": "3",
-            "ELT_WAIT_DELAY_SECONDS": "0.2",
-            "ELT_CONNECT_TIMEOUT_SECONDS": "2",
-            **COPY_PATHS[self.path],
-        }
+        env = job_env(self.source, self.destination, self.source_db, self.destination_db)
+        env.update(COPY_PATHS[self.path])
         env.update(overrides)
         return {k: v for k, v in env.items() if v is not None}
 

@@ -1,0 +1,171 @@
+"""The orchestrator: one run of one method, in a fresh worker, measured and checked.
+
+Each run starts from a freshly emptied destination database; the worker
+(benchmark/methods.py) times the method and reports its peak memory, a
+TreeSampler samples its process tree, and the destination's row counts are
+compared with the source's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.methods import JOB_METHODS, tail
+from benchmark.sampling import TreeSampler, job_breakdown
+from benchmark.source import DESTINATION_DB, MB, SOURCE_DB, TABLES, SourceInfo, table_counts
+from pgserver import PgServer, job_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunResult:
+    method: str
+    run: int
+    ok: bool
+    wall_s: float
+    peak_proc_mb: float  # largest single process, rusage (exact high-water mark)
+    peak_tree_mb: float  # whole tree, sampled every TreeSampler.INTERVAL
+    sampled_peak_proc_mb: float
+    samples: int
+    rows_match: bool
+    row_diffs: dict[str, list[int]] = field(default_factory=dict)  # table: [source, dest]
+    error: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    source: PgServer
+    destination: PgServer
+    source_info: SourceInfo
+    work_root: Path
+    results: list[RunResult] = field(default_factory=list)
+
+    @property
+    def timeout(self) -> float:
+        # A safety net per client tool: generous, since the machine is noisy.
+        return max(900.0, 30.0 * float(self.args.size_mb))
+
+    def worker_env(self, method: str) -> dict[str, str]:
+        # Exactly the tests' job environment (no copy-path setting: the job's
+        # defaults), validation level and the method's own settings aside.
+        env = job_env(self.source, self.destination, SOURCE_DB, DESTINATION_DB)
+        env.update(ELT_VALIDATION=self.args.validation, **JOB_METHODS.get(method, {}))
+        for name in ("TMPDIR", "HOME"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env
+
+    def spec(self, method: str, work: Path) -> dict[str, Any]:
+        def side(server: PgServer, db: str) -> dict[str, Any]:
+            return {"host": "127.0.0.1", "port": server.port, "user": server.user, "db": db}
+
+        python = REPO / ".venv" / "bin" / "python"
+        return {
+            "method": method,
+            "work_dir": str(work),
+            "source": side(self.source, SOURCE_DB),
+            "destination": side(self.destination, DESTINATION_DB),
+            "python": str(python if python.exists() else sys.executable),
+            "script": str(REPO / "elt" / "elt_script.py"),
+            "repo": str(REPO),
+            "jobs": 2,
+            "timeout": self.timeout,
+        }
+
+    def prepare(self) -> None:
+        """A freshly emptied destination database, and no pending writes anywhere."""
+        self.destination.recreate_database(DESTINATION_DB)
+        # Checkpoint both servers so that a method does not pay for flushing the
+        # dirty buffers that the previous one left behind.
+        for server in (self.source, self.destination):
+            server.execute("postgres", "CHECKPOINT")
+
+    def run_once(self, method: str, run: int) -> RunResult:
+        self.prepare()
+        work = Path(tempfile.mkdtemp(prefix=f"{method}-", dir=self.work_root))
+        # Our own process group, so that a timeout can stop the worker and every
+        # tool under it by that group's id. From the clone's root, where -m finds
+        # the benchmark package.
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "benchmark.methods"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.worker_env(method),
+            text=True,
+            start_new_session=True,
+        )
+        sampler = TreeSampler(worker.pid, include_root=method == "documented")
+        sampler.start()
+        try:
+            out, err = worker.communicate(json.dumps(self.spec(method, work)), self.timeout * 3)
+        except subprocess.TimeoutExpired:  # the worker's own timeouts failed: last resort
+            self.kill_worker(worker)
+            out, err = worker.communicate()
+        except BaseException:
+            # Ctrl-C does not reach the worker (it runs in a session of its own):
+            # stop it and every tool under it before the servers go away.
+            self.kill_worker(worker)
+            raise
+        finally:
+            sampler.stop()
+            shutil.rmtree(work, ignore_errors=True)  # dump file / directory / work dir
+        try:
+            data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            data = {"ok": False, "error": f"worker failed: {tail(err)}", "seconds": 0.0}
+        return self.record(method, run, data, sampler)
+
+    @staticmethod
+    def kill_worker(worker: subprocess.Popen[str]) -> None:
+        # The worker leads its own session: its process group id is its pid.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+    def record(
+        self, method: str, run: int, data: dict[str, Any], sampler: TreeSampler
+    ) -> RunResult:
+        counts = table_counts(self.destination, DESTINATION_DB)
+        diffs = {
+            t: [self.source_info.rows[t], counts[t]]
+            for t in TABLES
+            if counts[t] != self.source_info.rows[t]
+        }
+        single_kb = int(data.get("children_maxrss_kb", 0))
+        if method == "documented":
+            single_kb = max(single_kb, int(data.get("self_maxrss_kb", 0)))
+        details = {k: v for k, v in data.items() if k not in ("ok", "error", "logs", "seconds")}
+        if method in JOB_METHODS:
+            details.update(job_breakdown(data.get("logs", [])))
+        result = RunResult(
+            method=method,
+            run=run,
+            ok=bool(data.get("ok")),
+            wall_s=float(data.get("seconds", 0.0)),
+            peak_proc_mb=single_kb / 1024,
+            peak_tree_mb=sampler.peak_total / MB,
+            sampled_peak_proc_mb=sampler.peak_single / MB,
+            samples=sampler.samples,
+            rows_match=not diffs,
+            row_diffs=diffs,
+            error=str(data.get("error", "")),
+            details=details,
+        )
+        self.results.append(result)
+        return result
