@@ -335,3 +335,18 @@ def test_dbt_models_table_matches_the_project() -> None:
         documented = set(re.findall(r"`(\w+)`", row.split("|")[4]))
         models = {p.stem for p in (REPO / "transform" / "models" / layer).glob("*.sql")}
         assert documented == models, layer
+
+
+def test_doc_pages_named_in_the_code_exist() -> None:
+    roots = ["elt", "dev", "tests", "transform", ".ci"]
+    files = [p for root in roots for p in (REPO / root).rglob("*") if p.is_file()]
+    named = {
+        (path.relative_to(REPO).as_posix(), page)
+        for path in files
+        if path.suffix in {".py", ".sql", ".yml", ".yaml", ""} or path.name == "Dockerfile"
+        for page in re.findall(
+            r"\bdocs/([a-z-]+\.md)", path.read_text(encoding="utf-8", errors="replace")
+        )
+    }
+    assert len({page for _, page in named}) >= 4
+    assert {(where, page) for where, page in named if not (DOCS / page).is_file()} == set()
