@@ -656,8 +656,7 @@ class Scheduler:
     workers. One COPY stream alone keeps two cores busy (source backend,
     destination backend and the two psql), so a second stream only slows the
     largest table's copy, and with it the start of its index builds, the
-    longest chain of the run. Measured on 2 cores at 1 GB: 25.4 and 24.9 s
-    with one copy at a time against 26.6 and 27.1 s with two.
+    longest chain of the run (docs/performance.md).
     """
 
     def __init__(self, tasks: list[Task], max_copies: int) -> None:
@@ -905,11 +904,10 @@ class Worker(threading.Thread):
     def _copy(self, table: CopyTable) -> None:
         """psql | (splice) | psql: rows never pass through Python objects.
 
-        Relaying with the driver cost a Python round per row (COPY sends one
-        message per row): the job's CPU time for the 1 GB benchmark was 7.3 s
-        that way and 1.9 s this way, on a 2-core machine where every core is
-        needed. The kernel moves the bytes here (os.splice), and
-        the count it returns is the progress figure.
+        Relaying with the driver costs a Python round per row (COPY sends one
+        message per row), CPU that the servers need (docs/performance.md). The
+        kernel moves the bytes here (os.splice), and the count it returns is
+        the progress figure.
         """
         started = time.monotonic()
         self.progress.table_started(table.label, table.size)

@@ -219,8 +219,8 @@ def _measure(
     """Both sides' figures, computed at once: the source in its snapshot, in a thread.
 
     After the streamed copy, everything is measured here: on two cores, hashing
-    the source while pg_dump streams it slowed the copy by more than it saved
-    (measured with benchmark/). The parallel copy measured its
+    the source while pg_dump streams it slows the copy by more than it saves
+    (docs/performance.md). The parallel copy measured its
     tables while it ran; only the rest (materialized views, sequences, and
     anything it could not vouch for) is measured here. `rowless` tables
     (unlogged ones on a standby source) are measured on neither side.

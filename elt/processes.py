@@ -5,8 +5,8 @@ Three rules learned the hard way:
 * Passwords travel in the child's environment (PGPASSWORD), never in argv,
   where any local user can read them from /proc/<pid>/cmdline.
 * Nothing a tool prints is kept whole. stdout of the last stage goes to
-  /dev/null (the documented `psql -a` + `capture_output=True` held every echoed
-  line: ~1.1 GB of memory for a 1 GB INSERT-style dump); stderr is read by a
+  /dev/null (`psql -a` + `capture_output=True` would hold every echoed line,
+  as much memory as the dump); stderr is read by a
   thread that keeps only the last lines for the error report.
 * The parent closes its copy of every pipe it hands on. Otherwise, when a
   downstream stage exits, the upstream one never sees EPIPE and blocks forever

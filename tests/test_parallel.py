@@ -1289,7 +1289,7 @@ def test_the_final_progress_line_is_100_percent_for_empty_tables(dbs: Databases)
 
 
 # A built-in function only: user-defined code in a CHECK sends the source to the
-# one-stream path (README, "When it is not used"). The source's INSERT runs before
+# one-stream path (docs/parallel-copy.md, "When it is not used"). The source's INSERT runs before
 # the test takes the lock; on the destination, the staging COPY waits for it.
 GATED_COPY = """
 CREATE DOMAIN public.gated AS int

@@ -21,7 +21,7 @@
 -- members, foreign servers, ...) belong to no schema: each one is a blocker
 -- unless the load re-creates it. Default privileges for a copied schema
 -- (ALTER DEFAULT PRIVILEGES IN SCHEMA) are settings of that schema and go
--- with it (README "Known limitations").
+-- with it (docs/limitations.md).
 WITH RECURSIVE replaced AS (
     SELECT pg_catalog.quote_ident(s) AS schema
     FROM pg_catalog.unnest(pg_catalog.current_setting('elt.replaced_schemas')::text[]) AS s

@@ -2,8 +2,6 @@
 -- servers): each task runs in one server process. Its workers already keep
 -- the cores busy; parallel query or index workers would only take CPU from
 -- the other tasks, among them the slowest build (the largest table's GIN
--- index, typically), which sets the run's length. Measured at 1 GB on 2
--- cores: the digests' parallel workers took about 10% of all CPU samples
--- while that GIN index was building (see README "Performance").
+-- index, typically), which sets the run's length (docs/performance.md).
 SET max_parallel_workers_per_gather = 0;
 SET max_parallel_maintenance_workers = 0;

@@ -1,6 +1,6 @@
 -- Replaces the destination's copies of the source's schemas, inside the
 -- caller's transaction, right after dependents.sql. Shared by both load paths
--- (see README "What the copy does to the destination"):
+-- (see docs/destination.md):
 --   * the streamed load (prepare_destination.sql, psql): drops them, and the
 --     restore script that follows re-creates them;
 --   * the parallel load (parallel_copy.py): drops them and renames the staging

@@ -6,7 +6,7 @@
 -- one in a comment): the relation, a quoted table name or a parenthesized
 -- query, and the row hash (validate.row_hash): a hash over the row's columns,
 -- each hashed directly or through its text form.
--- Do not move the hash into a subquery with OFFSET 0: measured on
--- PostgreSQL 15, that doubled the cost.
+-- Do not move the hash into a subquery with OFFSET 0: that is much slower
+-- (docs/performance.md).
 SELECT pg_catalog.count(*), pg_catalog.sum({row_hash})::text
 FROM {table} AS t;

@@ -5,8 +5,8 @@
 -- columns / exact_hash: the columns, by name (not by position: pg_dump may
 -- re-create an inheritance child with another column order), and for each
 -- whether its type's own hash tells values apart exactly as its text form
--- does, so validate.py can hash it directly instead of through its text (about
--- 3 times cheaper). Left out, and hashed through text: numeric (1.5 = 1.50),
+-- does, so validate.py can hash it directly instead of through its text
+-- (cheaper; docs/validation.md). Left out, and hashed through text: numeric (1.5 = 1.50),
 -- floats (0 = -0), char(n), arrays, jsonb (its hash maps NULL, {} and [] alike
 -- and ignores numeric scale), every other type, and any column with a
 -- nondeterministic collation (case-insensitive text, say). Domains count as
