@@ -7,6 +7,7 @@ only and that no password appears in stdout or stderr.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -449,6 +450,106 @@ def test_a_view_whose_definition_no_longer_applies_makes_the_load_refuse(
     assert "view analytics.adults no longer applies to the new copy" in stderr
     assert "date_of_birth" in stderr
     assert dbs.destination.fingerprint("destination_db") == before
+
+
+LOADER = "elt_test_view_loader"
+LOADER_PASSWORD = "view loader ' pw"
+
+
+@pytest.fixture
+def loader(dbs: Databases) -> Iterator[dict[str, str]]:
+    """A non-superuser loader (CREATEDB, for the parallel path's scratch
+    database) with CREATE and CONNECT on destination_db, owning its public,
+    where TEMPORARY is revoked from PUBLIC; yields the job's settings for it."""
+    quoted_pw = LOADER_PASSWORD.replace("'", "''")
+    dbs.destination.execute(
+        "postgres", f"CREATE ROLE {LOADER} LOGIN CREATEDB PASSWORD '{quoted_pw}'"
+    )
+    try:
+        dbs.destination.execute(
+            "destination_db",
+            f"""
+            GRANT CREATE, CONNECT ON DATABASE destination_db TO {LOADER};
+            REVOKE TEMPORARY ON DATABASE destination_db FROM PUBLIC;
+            ALTER SCHEMA public OWNER TO {LOADER};
+            """,
+        )
+        yield {
+            "DESTINATION_POSTGRES_USER": LOADER,
+            "DESTINATION_POSTGRES_PASSWORD": LOADER_PASSWORD,
+        }
+    finally:
+        dbs.destination.execute(
+            "destination_db", f"REASSIGN OWNED BY {LOADER} TO postgres; DROP OWNED BY {LOADER}"
+        )
+        dbs.destination.execute("postgres", f"DROP ROLE {LOADER}")
+
+
+# The owner of a view to re-create, and what the loader lacks for it.
+VIEW_OWNERS = {
+    "the loader": (
+        LOADER,
+        ["TEMPORARY on database destination_db", "USAGE and CREATE on schema analytics"],
+    ),
+    "another role": (
+        "elt_test_analyst",
+        [
+            "CREATE on schema analytics for the owner elt_test_analyst",
+            "TEMPORARY on database destination_db",
+            "USAGE and CREATE on schema analytics",
+            "membership in role elt_test_analyst, the owner",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("owner", "missing"), VIEW_OWNERS.values(), ids=VIEW_OWNERS)
+def test_views_the_loader_may_not_recreate_make_the_load_refuse_before_copying(
+    dbs: Databases, loader: dict[str, str], owner: str, missing: list[str]
+) -> None:
+    env = dbs.env(**loader)
+    run = run_elt(env)
+    assert run.returncode == 0, run.stdout
+    dbs.destination.execute(
+        "destination_db",
+        f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'elt_test_analyst') THEN
+                CREATE ROLE elt_test_analyst;
+            END IF;
+        END $$;
+        CREATE SCHEMA analytics;
+        CREATE VIEW analytics.v AS SELECT count(*) AS n FROM public.users;
+        ALTER VIEW analytics.v OWNER TO {owner};
+        """,
+    )
+    dbs.source.execute("source_db", "INSERT INTO users (first_name) VALUES ('New')")
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(env)
+
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data load failed"
+    assert "analytics.v" in error["error"]
+    for privilege in missing:
+        assert f"{privilege} (for analytics.v)" in error["error"]
+    assert error["error"].count(" (for analytics.v)") == len(missing)
+    for message in ("Parallel copy planned", "Table copied", "Starting data extraction"):
+        assert not any(m.startswith(message) for m in run.messages()), message
+    assert dbs.destination.fingerprint("destination_db") == before
+    # The GRANTs the hint names are enough: the view is re-created, its owner kept.
+    grants = re.fullmatch(r"Grant it \((.*)\), or drop .*", error["hint"])
+    assert grants is not None, error["hint"]
+    dbs.destination.execute("destination_db", grants[1])
+    view = "SELECT oid::int, pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'analytics.v'::regclass"
+    ((old_oid, _),) = dbs.destination.query("destination_db", view)
+
+    run = run_elt(env)
+
+    assert run.returncode == 0, run.stdout
+    ((new_oid, new_owner),) = dbs.destination.query("destination_db", view)
+    assert (new_oid != old_oid, new_owner) == (True, owner)
 
 
 def test_only_staging_schemas_the_job_created_are_removed(dbs: Databases) -> None:

@@ -47,8 +47,17 @@ BEGIN
                 pg_catalog.lower(kind), target, SQLERRM
                 USING HINT = 'Change or drop it so that it fits the source''s tables, then run again.';
         END;
-
-        EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %s', kind, target, v->>'owner');
+        -- replace.check_dependents checked the privileges before the copy;
+        -- should one be gone since, the failure still names the view.
+        BEGIN
+            EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %s', kind, target, v->>'owner');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'ELT: giving the re-created % % back to its owner % failed: %',
+                pg_catalog.lower(kind), target, v->>'owner', SQLERRM
+                USING HINT = pg_catalog.format(
+                    'Grant DESTINATION_POSTGRES_USER that role (GRANT %s TO %I), or drop the view before the run and re-create it after it.',
+                    v->>'owner', CURRENT_USER);
+        END;
         IF v->>'acl' IS NOT NULL THEN
             -- exactly the saved privileges: none of the new object's defaults
             FOR grant_row IN
