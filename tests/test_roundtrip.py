@@ -233,6 +233,40 @@ def test_stale_objects_in_a_copied_schema_are_replaced(dbs: Databases) -> None:
     assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
 
 
+# The comment on public: the source's and the destination's before the run
+# (None: no comment), and the one it has after. As pg_dump writes it, public
+# takes the source's, unless that is initdb's stock one (pg_dump writes none):
+# then it keeps the destination's; the same on both paths.
+PUBLIC_COMMENTS = {
+    "both": ("the source's public", "the destination's", "the source's public"),
+    "the source's only": ("the source's public", None, "the source's public"),
+    "the destination's only": (None, "the destination's", None),
+    "initdb's": ("standard public schema", "the destination's", "the destination's"),
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "expected"), PUBLIC_COMMENTS.values(), ids=PUBLIC_COMMENTS
+)
+def test_public_takes_the_comment_pg_dump_writes(
+    dbs: Databases, source: str | None, destination: str | None, expected: str | None
+) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    for server, db, comment in (
+        (dbs.source, "source_db", source),
+        (dbs.destination, "destination_db", destination),
+    ):
+        literal = "NULL" if comment is None else "'" + comment.replace("'", "''") + "'"
+        server.execute(db, f"COMMENT ON SCHEMA public IS {literal}")
+    comment = "SELECT obj_description('public'::regnamespace, 'pg_namespace')"
+
+    for _ in range(2):
+        run = run_elt(dbs.env())
+
+        assert run.returncode == 0, run.stdout
+        assert dbs.destination.query("destination_db", comment) == [(expected,)]
+
+
 def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
