@@ -1428,9 +1428,19 @@ def _sized(
     """`settings` with ELT_JOBS lowered to the connections the roles may open now, in
     one log line; NotEligible when not even one worker fits."""
     try:
-        rooms = limits.connection_room(destination), limits.connection_room(snapshot)
+        destination_room = limits.connection_room(destination)
     except psycopg.Error as exc:
-        raise _load_error("Reading the servers' connection limits failed", exc) from None
+        raise _load_error("Reading the destination's connection limits failed", exc) from None
+    try:
+        source_room = limits.connection_room(snapshot)
+    except psycopg.Error as exc:
+        raise ExtractError(
+            "Reading the source's connection limits failed; nothing was changed",
+            hint="Read stderr_tail. Check that the source is up, then run again; "
+            "the destination is unchanged.",
+            stderr_tail=message_lines(exc),
+        ) from None
+    rooms = destination_room, source_room
     validation = settings.validation is not ValidationLevel.OFF
     workers = size_workers(settings.jobs, rooms[0].free, rooms[1].free, validation=validation)
     needs = connections_needed(max(workers, 1), validation=validation)
