@@ -7,7 +7,9 @@ only and that no password appears in stdout or stderr.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from replace import STAGING_MARKER
 
+import pgserver
 from config import DatabaseSettings
 from conftest import (
     REFUSAL,
@@ -467,6 +470,58 @@ def test_views_in_other_schemas_are_recreated_against_the_new_copy(dbs: Database
         assert populated == [("films_per_rating", True), ("later", False)]
 
 
+@pytest.fixture
+def tablespace(dbs: Databases) -> Iterator[str]:
+    """A tablespace on the destination server, in a directory of its own."""
+    location = dbs.destination.base / "ts_analytics"
+    location.mkdir()
+    if os.geteuid() == 0:  # the server runs as the unprivileged user
+        shutil.chown(location, pgserver.SERVER_USER, pgserver.SERVER_USER)
+    dbs.destination.execute("postgres", f"CREATE TABLESPACE ts_analytics LOCATION '{location}'")
+    yield "ts_analytics"
+    dbs.destination.execute("destination_db", "DROP SCHEMA IF EXISTS analytics CASCADE")
+    dbs.destination.execute("postgres", "DROP TABLESPACE ts_analytics")
+    location.rmdir()
+
+
+def test_a_materialized_view_keeps_its_tablespace_and_toast_parameters(
+    dbs: Databases, tablespace: str
+) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    dbs.destination.execute(
+        "destination_db",
+        f"""
+        CREATE SCHEMA analytics;
+        CREATE MATERIALIZED VIEW analytics.titles
+            WITH (toast.autovacuum_enabled = false) TABLESPACE {tablespace} AS
+            SELECT film_id, title::text AS title FROM public.films;  -- text: a TOAST table
+        CREATE INDEX titles_title ON analytics.titles (title) TABLESPACE {tablespace};
+        CREATE INDEX titles_id ON analytics.titles (film_id);
+        """,
+    )
+    kept = """
+        SELECT c.relname, ts.spcname, t.reloptions
+        FROM pg_class AS c
+        LEFT JOIN pg_tablespace AS ts ON ts.oid = c.reltablespace
+        LEFT JOIN pg_class AS t ON t.oid = c.reltoastrelid
+        WHERE c.relnamespace = 'analytics'::regnamespace ORDER BY 1
+    """
+    before = dbs.destination.query("destination_db", kept)
+    assert before == [
+        ("titles", tablespace, ["autovacuum_enabled=false"]),
+        ("titles_id", None, None),
+        ("titles_title", tablespace, None),
+    ]
+    oid = "SELECT 'analytics.titles'::regclass::oid::int"
+    (old,) = dbs.destination.query("destination_db", oid)
+
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 0, run.stdout
+    assert dbs.destination.query("destination_db", oid) != [old]  # re-created
+    assert dbs.destination.query("destination_db", kept) == before
+
+
 def test_a_view_whose_definition_no_longer_applies_makes_the_load_refuse(
     dbs: Databases,
 ) -> None:
@@ -519,13 +574,17 @@ def loader(dbs: Databases) -> Iterator[dict[str, str]]:
         dbs.destination.execute("postgres", f"DROP ROLE {LOADER}")
 
 
-# The owner of a view to re-create, and what the loader lacks for it.
+# The view to re-create, its owner, and what the loader lacks for it.
+VIEW = "VIEW analytics.v"
+MATVIEW = "MATERIALIZED VIEW analytics.v TABLESPACE ts_analytics"
 VIEW_OWNERS = {
-    "the loader": (
+    "the loader's": (
+        VIEW,
         LOADER,
         ["TEMPORARY on database destination_db", "USAGE and CREATE on schema analytics"],
     ),
-    "another role": (
+    "another role's": (
+        VIEW,
         "elt_test_analyst",
         [
             "CREATE on schema analytics for the owner elt_test_analyst",
@@ -534,13 +593,29 @@ VIEW_OWNERS = {
             "membership in role elt_test_analyst, the owner",
         ],
     ),
+    "in a tablespace": (
+        MATVIEW,
+        LOADER,
+        [
+            "CREATE on tablespace ts_analytics",
+            "TEMPORARY on database destination_db",
+            "USAGE and CREATE on schema analytics",
+        ],
+    ),
 }
 
 
-@pytest.mark.parametrize(("owner", "missing"), VIEW_OWNERS.values(), ids=VIEW_OWNERS)
+@pytest.mark.parametrize(("view", "owner", "missing"), VIEW_OWNERS.values(), ids=VIEW_OWNERS)
 def test_views_the_loader_may_not_recreate_make_the_load_refuse_before_copying(
-    dbs: Databases, loader: dict[str, str], owner: str, missing: list[str]
+    dbs: Databases,
+    loader: dict[str, str],
+    request: pytest.FixtureRequest,
+    view: str,
+    owner: str,
+    missing: list[str],
 ) -> None:
+    if "TABLESPACE" in view:
+        request.getfixturevalue("tablespace")
     env = dbs.env(**loader)
     run = run_elt(env)
     assert run.returncode == 0, run.stdout
@@ -553,8 +628,8 @@ def test_views_the_loader_may_not_recreate_make_the_load_refuse_before_copying(
             END IF;
         END $$;
         CREATE SCHEMA analytics;
-        CREATE VIEW analytics.v AS SELECT count(*) AS n FROM public.users;
-        ALTER VIEW analytics.v OWNER TO {owner};
+        CREATE {view} AS SELECT count(*) AS n FROM public.users;
+        ALTER {view.removesuffix(" TABLESPACE ts_analytics")} OWNER TO {owner};
         """,
     )
     dbs.source.execute("source_db", "INSERT INTO users (first_name) VALUES ('New')")

@@ -3,11 +3,13 @@
 -- recreate_views.sql creates temporary objects, CREATE [MATERIALIZED] VIEW
 -- needs CREATE on the view's schema and what follows it USAGE there, and ALTER ... OWNER TO (then the grants,
 -- made as the owner) needs the owner's privileges and, from PostgreSQL 16, SET
--- on it; the owner needs CREATE on the schema. A superuser needs none of these.
+-- on it; the owner needs CREATE on the schema; a tablespace of a materialized
+-- view or of its indexes needs CREATE on it. A superuser needs none of these.
 -- One row per missing privilege: what is missing, the GRANT that gives it,
 -- and the views that need it.
 WITH views AS (
-    SELECT c.oid::pg_catalog.regclass::text AS view, c.relnamespace, n.nspname, c.relowner
+    SELECT c.oid, c.oid::pg_catalog.regclass::text AS view, c.relnamespace, n.nspname,
+           c.relowner
     FROM pg_catalog.unnest(COALESCE(
         NULLIF(pg_catalog.current_setting('elt.views', true), ''), '{}')::oid[]) AS u(oid)
     JOIN pg_catalog.pg_class AS c ON c.oid = u.oid
@@ -50,6 +52,17 @@ missing AS (
     JOIN pg_catalog.pg_roles AS o ON o.oid = v.relowner
     WHERE NOT me.rolsuper AND v.relowner <> me.oid
       AND NOT pg_catalog.has_schema_privilege(v.relowner, v.relnamespace, 'CREATE')
+    UNION ALL
+    -- a materialized view, and its indexes, in a tablespace of their own
+    SELECT DISTINCT pg_catalog.format('CREATE on tablespace %I', ts.spcname),
+           pg_catalog.format('GRANT CREATE ON TABLESPACE %I TO %I', ts.spcname, me.rolname),
+           v.view
+    FROM views AS v CROSS JOIN me
+    JOIN pg_catalog.pg_class AS r
+      ON r.oid = v.oid OR r.oid IN (SELECT i.indexrelid FROM pg_catalog.pg_index AS i
+                                    WHERE i.indrelid = v.oid)
+    JOIN pg_catalog.pg_tablespace AS ts ON ts.oid = r.reltablespace
+    WHERE NOT pg_catalog.has_tablespace_privilege(ts.oid, 'CREATE')
 )
 SELECT privilege, grant_sql, pg_catalog.array_agg(view ORDER BY view) AS views
 FROM missing

@@ -102,7 +102,15 @@ BEGIN
                'schema', n.nspname,
                'name', c.relname,
                'definition', pg_catalog.pg_get_viewdef(c.oid),
-               'options', c.reloptions,
+               -- a materialized view's TOAST table's storage parameters are its
+               -- own, spelled toast.* in CREATE MATERIALIZED VIEW ... WITH
+               'options', c.reloptions || ARRAY(
+                   SELECT 'toast.' || o
+                   FROM pg_catalog.pg_class AS t
+                   CROSS JOIN LATERAL pg_catalog.unnest(t.reloptions) AS o
+                   WHERE t.oid = c.reltoastrelid),
+               'tablespace', (SELECT ts.spcname FROM pg_catalog.pg_tablespace AS ts
+                              WHERE ts.oid = c.reltablespace),
                'method', am.amname,
                'populated', c.relispopulated,
                'owner', c.relowner::pg_catalog.regrole::text,
@@ -120,6 +128,8 @@ BEGIN
                        'name', ic.relname,
                        'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
                        'comment', pg_catalog.obj_description(i.indexrelid, 'pg_class'),
+                       'tablespace', (SELECT ts.spcname FROM pg_catalog.pg_tablespace AS ts
+                                      WHERE ts.oid = ic.reltablespace),
                        'clustered', i.indisclustered))
                    FROM pg_catalog.pg_index AS i
                    JOIN pg_catalog.pg_class AS ic ON ic.oid = i.indexrelid
