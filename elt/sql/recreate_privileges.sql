@@ -1,10 +1,11 @@
 -- What DESTINATION_POSTGRES_USER lacks to re-create the views that
 -- dependents.sql, run just before in this transaction, chose (elt.views):
--- recreate_views.sql creates temporary objects, CREATE [MATERIALIZED] VIEW
--- needs CREATE on the view's schema and what follows it USAGE there, and ALTER ... OWNER TO (then the grants,
--- made as the owner) needs the owner's privileges and, from PostgreSQL 16, SET
--- on it; the owner needs CREATE on the schema; a tablespace of a materialized
--- view or of its indexes needs CREATE on it. A superuser needs none of these.
+-- recreate_views.sql creates temporary objects; CREATE [MATERIALIZED] VIEW
+-- needs CREATE on the view's schema, and what follows it USAGE there;
+-- ALTER ... OWNER TO (then the grants, made as the owner) needs the owner's
+-- privileges and, from PostgreSQL 16, SET on it, and the owner needs CREATE on
+-- the schema; a tablespace of a materialized view or of its indexes needs
+-- CREATE on it. A superuser needs none of these.
 -- One row per missing privilege: what is missing, the GRANT that gives it,
 -- and the views that need it.
 WITH views AS (
