@@ -83,6 +83,9 @@ from validate import (
 Connection = psycopg.Connection[tuple[object, ...]]
 
 FIRST_USER_OID = 16384  # FirstNormalObjectId
+# The scratch database's public carries it until the restore: still there
+# after, pg_dump wrote no comment for the source's public.
+PUBLIC_COMMENT_MARKER = "elt: no comment written for public"
 
 # TOC entry types the staged path knows how to place. Anything else in the
 # source's schema (EXTENSION, EVENT TRIGGER, PUBLICATION, CAST, DEFAULT ACL,
@@ -1171,8 +1174,15 @@ def check_expression_code(snapshot: Connection, schemas: list[str]) -> None:
         )
 
 
-def _rename_to_staging(conn: Connection, staged: dict[str, str]) -> dict[str, str | None]:
-    """Rename the scratch copy's schemas to their staging names; return their comments."""
+def _rename_to_staging(
+    conn: Connection, staged: dict[str, str], unwritten: str | None
+) -> dict[str, str | None]:
+    """Rename the scratch copy's schemas to their staging names; return their comments.
+
+    `unwritten`: public's comment before the restore. If public still has it,
+    pg_dump wrote none for the source's (initdb's stock comment), and the swap
+    keeps the destination's, as the one-stream load does: None for public then,
+    and '' (which removes a comment) where pg_dump wrote that it has none."""
     with conn.transaction():
         for schema, staging in staged.items():
             conn.execute(
@@ -1194,6 +1204,11 @@ def _rename_to_staging(conn: Connection, staged: dict[str, str]) -> dict[str, st
                     sql.Identifier(staging), sql.Literal(STAGING_MARKER)
                 )
             )
+    if "public" in staged:
+        written = comments.get(staged["public"])
+        comments[staged["public"]] = (
+            None if written == unwritten else "" if written is None else written
+        )
     return comments
 
 
@@ -1236,10 +1251,16 @@ def plan(
                 f"{coordinator.scratch} ({' '.join(exc.stderr_tail)[:200]})"
             ) from None
         with conn:
-            # template0's public carries a stock comment that is not the source's
-            # (only its owner may drop it: before PostgreSQL 15, a superuser).
+            # A marker on public tells whether pg_dump writes a comment for the
+            # source's (only its owner may comment: before PostgreSQL 15, a superuser).
             with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
-                conn.execute("COMMENT ON SCHEMA public IS NULL")
+                conn.execute(
+                    sql.SQL("COMMENT ON SCHEMA public IS {}").format(
+                        sql.Literal(PUBLIC_COMMENT_MARKER)
+                    )
+                )
+            rows = conn.execute(read_sql("schema_comments.sql"), {"schemas": ["public"]})
+            unwritten = next((None if c is None else str(c) for _, c in rows), None)
             _run(
                 schema_restore_argv(
                     settings.destination,
@@ -1249,7 +1270,7 @@ def plan(
                 env_destination,
                 source_archive,
             )
-            comments = _rename_to_staging(conn, staged)
+            comments = _rename_to_staging(conn, staged, unwritten)
             archive = _run(
                 schema_dump_argv(scratch, None, list(staged.values())), env_destination, b""
             )
@@ -1405,9 +1426,19 @@ def _sized(
     """`settings` with ELT_JOBS lowered to the connections the roles may open now, in
     one log line; NotEligible when not even one worker fits."""
     try:
-        rooms = limits.connection_room(destination), limits.connection_room(snapshot)
+        destination_room = limits.connection_room(destination)
     except psycopg.Error as exc:
-        raise _load_error("Reading the servers' connection limits failed", exc) from None
+        raise _load_error("Reading the destination's connection limits failed", exc) from None
+    try:
+        source_room = limits.connection_room(snapshot)
+    except psycopg.Error as exc:
+        raise ExtractError(
+            "Reading the source's connection limits failed; nothing was changed",
+            hint="Read stderr_tail. Check that the source is up, then run again; "
+            "the destination is unchanged.",
+            stderr_tail=message_lines(exc),
+        ) from None
+    rooms = destination_room, source_room
     validation = settings.validation is not ValidationLevel.OFF
     workers = size_workers(settings.jobs, rooms[0].free, rooms[1].free, validation=validation)
     needs = connections_needed(max(workers, 1), validation=validation)

@@ -60,6 +60,17 @@ def database_wide_dependents(snapshot: Connection, schemas: Sequence[str]) -> li
     return _dependents(snapshot, schemas, ())[1]
 
 
+def _missing_privileges(conn: Connection) -> list[tuple[str, str, list[str]]]:
+    """recreate_privileges.sql after dependents.sql, in the same transaction:
+    (privilege, the GRANT that gives it, the views that need it)."""
+    rows = conn.execute(read_sql("recreate_privileges.sql")).fetchall()
+    missing = []
+    for privilege, grant, views in rows:
+        assert isinstance(views, list)
+        missing.append((_text(privilege), _text(grant), [_text(v) for v in views]))
+    return missing
+
+
 def check_dependents(
     session: Connection,
     schemas: Sequence[str],
@@ -68,10 +79,13 @@ def check_dependents(
 ) -> None:
     """Refuse, before any copying, when destination objects outside the copied
     schemas depend on them (the load checks again in its own transaction).
-    Views that use them are not in the way: the load re-creates them."""
+    Views that use them are not in the way: the load re-creates them, if
+    DESTINATION_POSTGRES_USER may (temporary objects, CREATE on their schemas,
+    their owners' privileges): refused here otherwise."""
     try:
         with session.transaction(force_rollback=True):
             blockers, _, views = _dependents(session, schemas, recreated)
+            missing = _missing_privileges(session)
     except psycopg.Error as exc:
         raise LoadError(
             "Checking what depends on the copied schemas failed; nothing was changed",
@@ -83,6 +97,15 @@ def check_dependents(
             "Destination objects outside the copied schemas depend on objects this load "
             f"replaces: {blockers}; nothing was changed",
             hint=HINT,
+        )
+    if missing:
+        needs = "; ".join(f"{what} (for {', '.join(names)})" for what, _, names in missing)
+        grants = "; ".join(grant for _, grant, _ in missing)
+        raise LoadError(
+            "The load re-creates views in other schemas that use the copied schemas, and "
+            f"DESTINATION_POSTGRES_USER lacks what that needs: {needs}; nothing was changed",
+            hint=f"Grant it ({grants}), or drop those views before the run and re-create "
+            "them after it.",
         )
     if views:
         logger.info(

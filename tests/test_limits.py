@@ -21,9 +21,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from limits import LockTable, ensure_room, fast_path_slots
-from parallel_copy import _classify, connections_needed, size_workers
+from parallel_copy import _classify, _sized, connections_needed, size_workers
 from test_parallel import leftovers
 
+from config import load_settings
 from conftest import (
     PASSWORD,
     REPO,
@@ -34,7 +35,7 @@ from conftest import (
     run_elt,
     the_error,
 )
-from errors import ConnectionFailed, ExtractError, LoadError
+from errors import ConnectionFailed, EltError, ExtractError, LoadError
 
 SQL_DIR = REPO / "elt" / "sql"
 
@@ -327,6 +328,26 @@ CONNECTION_LIMITS = {
     # the run's session and one more: not even one worker, but one stream
     "room for one stream only": ("", f"ALTER ROLE {LOADER} CONNECTION LIMIT 2", 0, 1),
 }
+
+
+@pytest.mark.parametrize(("side", "error"), [("source", ExtractError), ("destination", LoadError)])
+def test_a_failed_read_of_the_connection_room_is_the_failing_side_s(
+    destination_server: PgServer, side: str, error: type[EltError]
+) -> None:
+    env = Databases(destination_server, destination_server, source_db="postgres").env()
+    settings = load_settings({**env, "ELT_JOBS": "2"})
+    with (
+        destination_server.connect("postgres") as working,
+        destination_server.connect("postgres", autocommit=False) as failing,
+    ):
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            failing.execute("SELECT 1 / 0")  # its transaction is aborted now
+        snapshot, destination = (failing, working) if side == "source" else (working, failing)
+        with pytest.raises(error) as failed:
+            _sized(settings, snapshot, destination, logging.getLogger("test_limits.sized"))
+    assert type(failed.value) is error
+    assert failed.value.message.startswith(f"Reading the {side}'s connection limits failed")
+    assert "current transaction is aborted" in " ".join(failed.value.stderr_tail)
 
 
 @pytest.mark.parametrize(

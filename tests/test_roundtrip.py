@@ -7,6 +7,9 @@ only and that no password appears in stdout or stderr.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 from replace import STAGING_MARKER
 
+import pgserver
 from config import DatabaseSettings
 from conftest import (
     REFUSAL,
@@ -232,6 +236,40 @@ def test_stale_objects_in_a_copied_schema_are_replaced(dbs: Databases) -> None:
     assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
 
 
+# The comment on public: the source's and the destination's before the run
+# (None: no comment), and the one it has after. As pg_dump writes it, public
+# takes the source's, unless that is initdb's stock one (pg_dump writes none):
+# then it keeps the destination's; the same on both paths.
+PUBLIC_COMMENTS = {
+    "both": ("the source's public", "the destination's", "the source's public"),
+    "the source's only": ("the source's public", None, "the source's public"),
+    "the destination's only": (None, "the destination's", None),
+    "initdb's": ("standard public schema", "the destination's", "the destination's"),
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "expected"), PUBLIC_COMMENTS.values(), ids=PUBLIC_COMMENTS
+)
+def test_public_takes_the_comment_pg_dump_writes(
+    dbs: Databases, source: str | None, destination: str | None, expected: str | None
+) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    for server, db, comment in (
+        (dbs.source, "source_db", source),
+        (dbs.destination, "destination_db", destination),
+    ):
+        literal = "NULL" if comment is None else "'" + comment.replace("'", "''") + "'"
+        server.execute(db, f"COMMENT ON SCHEMA public IS {literal}")
+    comment = "SELECT obj_description('public'::regnamespace, 'pg_namespace')"
+
+    for _ in range(2):
+        run = run_elt(dbs.env())
+
+        assert run.returncode == 0, run.stdout
+        assert dbs.destination.query("destination_db", comment) == [(expected,)]
+
+
 def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -432,6 +470,58 @@ def test_views_in_other_schemas_are_recreated_against_the_new_copy(dbs: Database
         assert populated == [("films_per_rating", True), ("later", False)]
 
 
+@pytest.fixture
+def tablespace(dbs: Databases) -> Iterator[str]:
+    """A tablespace on the destination server, in a directory of its own."""
+    location = dbs.destination.base / "ts_analytics"
+    location.mkdir()
+    if os.geteuid() == 0:  # the server runs as the unprivileged user
+        shutil.chown(location, pgserver.SERVER_USER, pgserver.SERVER_USER)
+    dbs.destination.execute("postgres", f"CREATE TABLESPACE ts_analytics LOCATION '{location}'")
+    yield "ts_analytics"
+    dbs.destination.execute("destination_db", "DROP SCHEMA IF EXISTS analytics CASCADE")
+    dbs.destination.execute("postgres", "DROP TABLESPACE ts_analytics")
+    location.rmdir()
+
+
+def test_a_materialized_view_keeps_its_tablespace_and_toast_parameters(
+    dbs: Databases, tablespace: str
+) -> None:
+    assert run_elt(dbs.env()).returncode == 0
+    dbs.destination.execute(
+        "destination_db",
+        f"""
+        CREATE SCHEMA analytics;
+        CREATE MATERIALIZED VIEW analytics.titles
+            WITH (toast.autovacuum_enabled = false) TABLESPACE {tablespace} AS
+            SELECT film_id, title::text AS title FROM public.films;  -- text: a TOAST table
+        CREATE INDEX titles_title ON analytics.titles (title) TABLESPACE {tablespace};
+        CREATE INDEX titles_id ON analytics.titles (film_id);
+        """,
+    )
+    kept = """
+        SELECT c.relname, ts.spcname, t.reloptions
+        FROM pg_class AS c
+        LEFT JOIN pg_tablespace AS ts ON ts.oid = c.reltablespace
+        LEFT JOIN pg_class AS t ON t.oid = c.reltoastrelid
+        WHERE c.relnamespace = 'analytics'::regnamespace ORDER BY 1
+    """
+    before = dbs.destination.query("destination_db", kept)
+    assert before == [
+        ("titles", tablespace, ["autovacuum_enabled=false"]),
+        ("titles_id", None, None),
+        ("titles_title", tablespace, None),
+    ]
+    oid = "SELECT 'analytics.titles'::regclass::oid::int"
+    (old,) = dbs.destination.query("destination_db", oid)
+
+    run = run_elt(dbs.env())
+
+    assert run.returncode == 0, run.stdout
+    assert dbs.destination.query("destination_db", oid) != [old]  # re-created
+    assert dbs.destination.query("destination_db", kept) == before
+
+
 def test_a_view_whose_definition_no_longer_applies_makes_the_load_refuse(
     dbs: Databases,
 ) -> None:
@@ -449,6 +539,126 @@ def test_a_view_whose_definition_no_longer_applies_makes_the_load_refuse(
     assert "view analytics.adults no longer applies to the new copy" in stderr
     assert "date_of_birth" in stderr
     assert dbs.destination.fingerprint("destination_db") == before
+
+
+LOADER = "elt_test_view_loader"
+LOADER_PASSWORD = "view loader ' pw"
+
+
+@pytest.fixture
+def loader(dbs: Databases) -> Iterator[dict[str, str]]:
+    """A non-superuser loader (CREATEDB, for the parallel path's scratch
+    database) with CREATE and CONNECT on destination_db, owning its public,
+    where TEMPORARY is revoked from PUBLIC; yields the job's settings for it."""
+    quoted_pw = LOADER_PASSWORD.replace("'", "''")
+    dbs.destination.execute(
+        "postgres", f"CREATE ROLE {LOADER} LOGIN CREATEDB PASSWORD '{quoted_pw}'"
+    )
+    try:
+        dbs.destination.execute(
+            "destination_db",
+            f"""
+            GRANT CREATE, CONNECT ON DATABASE destination_db TO {LOADER};
+            REVOKE TEMPORARY ON DATABASE destination_db FROM PUBLIC;
+            ALTER SCHEMA public OWNER TO {LOADER};
+            """,
+        )
+        yield {
+            "DESTINATION_POSTGRES_USER": LOADER,
+            "DESTINATION_POSTGRES_PASSWORD": LOADER_PASSWORD,
+        }
+    finally:
+        dbs.destination.execute(
+            "destination_db", f"REASSIGN OWNED BY {LOADER} TO postgres; DROP OWNED BY {LOADER}"
+        )
+        dbs.destination.execute("postgres", f"DROP ROLE {LOADER}")
+
+
+# The view to re-create, its owner, and what the loader lacks for it.
+VIEW = "VIEW analytics.v"
+MATVIEW = "MATERIALIZED VIEW analytics.v TABLESPACE ts_analytics"
+VIEW_OWNERS = {
+    "the loader's": (
+        VIEW,
+        LOADER,
+        ["TEMPORARY on database destination_db", "USAGE and CREATE on schema analytics"],
+    ),
+    "another role's": (
+        VIEW,
+        "elt_test_analyst",
+        [
+            "CREATE on schema analytics for the owner elt_test_analyst",
+            "TEMPORARY on database destination_db",
+            "USAGE and CREATE on schema analytics",
+            "membership in role elt_test_analyst, the owner",
+        ],
+    ),
+    "in a tablespace": (
+        MATVIEW,
+        LOADER,
+        [
+            "CREATE on tablespace ts_analytics",
+            "TEMPORARY on database destination_db",
+            "USAGE and CREATE on schema analytics",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("view", "owner", "missing"), VIEW_OWNERS.values(), ids=VIEW_OWNERS)
+def test_views_the_loader_may_not_recreate_make_the_load_refuse_before_copying(
+    dbs: Databases,
+    loader: dict[str, str],
+    request: pytest.FixtureRequest,
+    view: str,
+    owner: str,
+    missing: list[str],
+) -> None:
+    if "TABLESPACE" in view:
+        request.getfixturevalue("tablespace")
+    env = dbs.env(**loader)
+    run = run_elt(env)
+    assert run.returncode == 0, run.stdout
+    dbs.destination.execute(
+        "destination_db",
+        f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'elt_test_analyst') THEN
+                CREATE ROLE elt_test_analyst;
+            END IF;
+        END $$;
+        CREATE SCHEMA analytics;
+        CREATE {view} AS SELECT count(*) AS n FROM public.users;
+        ALTER {view.removesuffix(" TABLESPACE ts_analytics")} OWNER TO {owner};
+        """,
+    )
+    dbs.source.execute("source_db", "INSERT INTO users (first_name) VALUES ('New')")
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(env)
+
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data load failed"
+    assert "analytics.v" in error["error"]
+    for privilege in missing:
+        assert f"{privilege} (for analytics.v)" in error["error"]
+    assert error["error"].count(" (for analytics.v)") == len(missing)
+    for message in ("Parallel copy planned", "Table copied", "Starting data extraction"):
+        assert not any(m.startswith(message) for m in run.messages()), message
+    assert dbs.destination.fingerprint("destination_db") == before
+    # The GRANTs the hint names are enough: the view is re-created, its owner kept.
+    grants = re.fullmatch(r"Grant it \((.*)\), or drop .*", error["hint"])
+    assert grants is not None, error["hint"]
+    dbs.destination.execute("destination_db", grants[1])
+    view = "SELECT oid::int, pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'analytics.v'::regclass"
+    ((old_oid, _),) = dbs.destination.query("destination_db", view)
+
+    run = run_elt(env)
+
+    assert run.returncode == 0, run.stdout
+    ((new_oid, new_owner),) = dbs.destination.query("destination_db", view)
+    assert (new_oid != old_oid, new_owner) == (True, owner)
 
 
 def test_only_staging_schemas_the_job_created_are_removed(dbs: Databases) -> None:

@@ -2,8 +2,9 @@
 -- outside the copied schemas that use them (dependents.sql chose them,
 -- replace_schemas.sql saved them in elt.saved_views before the drops), against
 -- the new copy, in the load's own transaction and in dependency order: the
--- definition, options, access method, WITH [NO] DATA, owner, grants (columns'
--- too), comments, and a materialized view's indexes. A definition that no
+-- definition, options (a materialized view's toast.* too), access method,
+-- tablespace, WITH [NO] DATA, owner, grants (columns' too), comments, and a
+-- materialized view's indexes (with their tablespaces). A definition that no
 -- longer applies (a column it uses is gone, say) fails the load, naming the
 -- view and the reason; the whole transaction then rolls back.
 -- A temporary function, because the one-stream load runs it from a deferred
@@ -36,8 +37,10 @@ BEGIN
         BEGIN
             IF v->>'kind' = 'm' THEN
                 EXECUTE pg_catalog.format(
-                    'CREATE MATERIALIZED VIEW %s USING %I%s AS %s WITH %s',
-                    target, v->>'method', options, body,
+                    'CREATE MATERIALIZED VIEW %s USING %I%s%s AS %s WITH %s',
+                    target, v->>'method', options,
+                    COALESCE(' TABLESPACE ' || pg_catalog.quote_ident(v->>'tablespace'), ''),
+                    body,
                     CASE WHEN (v->>'populated')::boolean THEN 'DATA' ELSE 'NO DATA' END);
             ELSE
                 EXECUTE pg_catalog.format('CREATE VIEW %s%s AS %s', target, options, body);
@@ -47,8 +50,17 @@ BEGIN
                 pg_catalog.lower(kind), target, SQLERRM
                 USING HINT = 'Change or drop it so that it fits the source''s tables, then run again.';
         END;
-
-        EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %s', kind, target, v->>'owner');
+        -- replace.check_dependents checked the privileges before the copy;
+        -- should one be gone since, the failure still names the view.
+        BEGIN
+            EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %s', kind, target, v->>'owner');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'ELT: giving the re-created % % back to its owner % failed: %',
+                pg_catalog.lower(kind), target, v->>'owner', SQLERRM
+                USING HINT = pg_catalog.format(
+                    'Grant DESTINATION_POSTGRES_USER that role (GRANT %s TO %I), or drop the view before the run and re-create it after it.',
+                    v->>'owner', CURRENT_USER);
+        END;
         IF v->>'acl' IS NOT NULL THEN
             -- exactly the saved privileges: none of the new object's defaults
             FOR grant_row IN
@@ -96,6 +108,10 @@ BEGIN
         FOR item IN SELECT i.value FROM pg_catalog.jsonb_array_elements(
                 COALESCE(NULLIF(v->'indexes', 'null'), '[]')) AS i LOOP
             EXECUTE item->>'definition';
+            IF item->>'tablespace' IS NOT NULL THEN
+                EXECUTE pg_catalog.format('ALTER INDEX %I.%I SET TABLESPACE %I',
+                    v->>'schema', item->>'name', item->>'tablespace');
+            END IF;
             IF item->>'comment' IS NOT NULL THEN
                 EXECUTE pg_catalog.format('COMMENT ON INDEX %I.%I IS %L',
                     v->>'schema', item->>'name', item->>'comment');

@@ -16,7 +16,8 @@
 --                         staging schema (unset for the streamed load);
 --   elt.staged_comments   text[] of the same length, the comment each staging
 --                         schema takes once renamed (it carries the job's
---                         marker until then).
+--                         marker until then); for public, NULL keeps the
+--                         destination's comment (pg_dump wrote none).
 -- It sets elt.saved_views (transaction-local): those views' definitions, for
 -- recreate_views.sql to re-create once the new copy is in place.
 
@@ -101,7 +102,15 @@ BEGIN
                'schema', n.nspname,
                'name', c.relname,
                'definition', pg_catalog.pg_get_viewdef(c.oid),
-               'options', c.reloptions,
+               -- a materialized view's TOAST table's storage parameters are its
+               -- own, spelled toast.* in CREATE MATERIALIZED VIEW ... WITH
+               'options', c.reloptions || ARRAY(
+                   SELECT 'toast.' || o
+                   FROM pg_catalog.pg_class AS t
+                   CROSS JOIN LATERAL pg_catalog.unnest(t.reloptions) AS o
+                   WHERE t.oid = c.reltoastrelid),
+               'tablespace', (SELECT ts.spcname FROM pg_catalog.pg_tablespace AS ts
+                              WHERE ts.oid = c.reltablespace),
                'method', am.amname,
                'populated', c.relispopulated,
                'owner', c.relowner::pg_catalog.regrole::text,
@@ -119,6 +128,8 @@ BEGIN
                        'name', ic.relname,
                        'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
                        'comment', pg_catalog.obj_description(i.indexrelid, 'pg_class'),
+                       'tablespace', (SELECT ts.spcname FROM pg_catalog.pg_tablespace AS ts
+                                      WHERE ts.oid = ic.reltablespace),
                        'clustered', i.indisclustered))
                    FROM pg_catalog.pg_index AS i
                    JOIN pg_catalog.pg_class AS ic ON ic.oid = i.indexrelid
@@ -156,7 +167,9 @@ BEGIN
         position := position + 1;
         IF schema_name = 'public' THEN
             -- pg_dump never emits CREATE SCHEMA public (initdb creates it). The
-            -- new public gets the owner, privileges and comment the old one had.
+            -- new public gets the owner and privileges the old one had, and the
+            -- comment pg_dump writes for the source's (its own, or none); when
+            -- it writes none (initdb's stock comment), the old one's.
             SELECT n.nspowner::regrole::text, n.nspacl, pg_catalog.obj_description(n.oid, 'pg_namespace')
             INTO public_owner, public_acl, public_comment
             FROM pg_catalog.pg_namespace AS n
@@ -164,14 +177,21 @@ BEGIN
             DROP SCHEMA IF EXISTS public CASCADE;
             IF pg_catalog.cardinality(staged) > 0 THEN
                 EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO public', staged[position]);
-                EXECUTE pg_catalog.format('COMMENT ON SCHEMA public IS %L', comments[position]);
+                EXECUTE pg_catalog.format('COMMENT ON SCHEMA public IS %L',
+                    COALESCE(comments[position], public_comment));
                 IF public_owner IS NOT NULL THEN
                     EXECUTE pg_catalog.format('ALTER SCHEMA public OWNER TO %s', public_owner);
                 END IF;
-            ELSIF public_owner IS NULL THEN
-                CREATE SCHEMA public;
             ELSE
-                EXECUTE pg_catalog.format('CREATE SCHEMA public AUTHORIZATION %s', public_owner);
+                IF public_owner IS NULL THEN
+                    CREATE SCHEMA public;
+                ELSE
+                    EXECUTE pg_catalog.format('CREATE SCHEMA public AUTHORIZATION %s', public_owner);
+                END IF;
+                -- the restore script that follows writes the source's, if pg_dump does
+                IF public_comment IS NOT NULL THEN
+                    EXECUTE pg_catalog.format('COMMENT ON SCHEMA public IS %L', public_comment);
+                END IF;
             END IF;
             IF public_owner IS NOT NULL THEN
                 FOR grant_row IN
@@ -185,9 +205,6 @@ BEGIN
                              ELSE grant_row.grantee::regrole::text END,
                         CASE WHEN grant_row.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
                 END LOOP;
-                IF public_comment IS NOT NULL THEN
-                    EXECUTE pg_catalog.format('COMMENT ON SCHEMA public IS %L', public_comment);
-                END IF;
             END IF;
         ELSE
             EXECUTE pg_catalog.format('DROP SCHEMA IF EXISTS %I CASCADE', schema_name);
