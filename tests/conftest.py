@@ -12,6 +12,7 @@ otherwise; Debian's PostgreSQL 15 serves the cross-version tier.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -65,29 +66,31 @@ def bindir() -> Path:
     return pg_bindir()
 
 
-@pytest.fixture(scope="session")
-def source_server(bindir: Path) -> Iterator[PgServer]:
-    server = PgServer("source", bindir, PASSWORD)
+@contextlib.contextmanager
+def running(server: PgServer, *, seeded: bool = False) -> Iterator[PgServer]:
+    """Initialize and start `server`, and remove it afterwards. `seeded`: the seed
+    goes into SEEDED_TEMPLATE once, exactly as the image loads it."""
     try:
         server.init()
         server.start()
-        # Seed a template once, exactly as the image does.
-        server.recreate_database(SEEDED_TEMPLATE)
-        run_init_scripts(server, SEEDED_TEMPLATE, SEED_DIR)
+        if seeded:
+            server.recreate_database(SEEDED_TEMPLATE)
+            run_init_scripts(server, SEEDED_TEMPLATE, SEED_DIR)
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def source_server(bindir: Path) -> Iterator[PgServer]:
+    with running(PgServer("source", bindir, PASSWORD), seeded=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def destination_server(bindir: Path) -> Iterator[PgServer]:
-    server = PgServer("destination", bindir, PASSWORD + "-destination")
-    try:
-        server.init()
-        server.start()
+    with running(PgServer("destination", bindir, PASSWORD + "-destination")) as server:
         yield server
-    finally:
-        server.remove()
 
 
 # --- other versions: the cross-version tier (tests/test_versions.py) and ICU ---
@@ -109,15 +112,9 @@ def old_bindir() -> Path:
 @pytest.fixture(scope="session")
 def old_source_server(old_bindir: Path) -> Iterator[PgServer]:
     """A PostgreSQL 15 server with the seed in SEEDED_TEMPLATE, like source_server."""
-    server = PgServer(f"source{OLD_MAJOR}", old_bindir, PASSWORD + "-old")
-    try:
-        server.init()
-        server.start()
-        server.recreate_database(SEEDED_TEMPLATE)
-        run_init_scripts(server, SEEDED_TEMPLATE, SEED_DIR)
+    old = PgServer(f"source{OLD_MAJOR}", old_bindir, PASSWORD + "-old")
+    with running(old, seeded=True) as server:
         yield server
-    finally:
-        server.remove()
 
 
 def has_icu(server: PgServer) -> bool:
@@ -163,16 +160,14 @@ def replica_pair(bindir: Path) -> Iterator[tuple[PgServer, PgServer]]:
     """A primary and its hot standby (streaming replication, `pg_basebackup -R`).
     Both have the same password; initdb's pg_hba.conf already allows
     replication connections from 127.0.0.1."""
-    primary, standby = PgServer("primary", bindir, PASSWORD), PgServer("standby", bindir, PASSWORD)
-    try:
-        primary.init()
-        primary.start()
-        standby.replicate(primary)
-        standby.start()
-        yield primary, standby
-    finally:
-        standby.remove()
-        primary.remove()
+    standby = PgServer("standby", bindir, PASSWORD)
+    with running(PgServer("primary", bindir, PASSWORD)) as primary:
+        try:
+            standby.replicate(primary)
+            standby.start()
+            yield primary, standby
+        finally:
+            standby.remove()
 
 
 def wait_for_replay(primary: PgServer, standby: PgServer) -> None:

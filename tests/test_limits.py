@@ -33,6 +33,7 @@ from conftest import (
     PgServer,
     both_paths,
     run_elt,
+    running,
     the_error,
 )
 from errors import ConnectionFailed, EltError, ExtractError, LoadError
@@ -51,13 +52,8 @@ def small_lock_table(connections: int = 20) -> str:
 
 @pytest.fixture(scope="module")
 def limited(bindir: Path) -> Iterator[PgServer]:
-    server = PgServer("limited", bindir, PASSWORD)
-    try:
-        server.init()
-        server.start()
+    with running(PgServer("limited", bindir, PASSWORD)) as server:
         yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture(params=["streamed", "parallel"])
