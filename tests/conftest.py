@@ -380,6 +380,17 @@ def the_error(run: EltRun) -> dict[str, Any]:
     return errors[0]
 
 
+def refused_load(dbs: Databases) -> tuple[EltRun, dict[str, Any]]:
+    """Run the job, which must refuse the load (exit 5) and leave the destination as it was."""
+    before = dbs.destination.fingerprint("destination_db")
+    run = run_elt(dbs.env())
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data load failed"
+    assert dbs.destination.fingerprint("destination_db") == before
+    return run, error
+
+
 # --- dbt (transform/, tests/test_transform.py) ---------------------------------
 
 TRANSFORM = REPO / "transform"

@@ -27,6 +27,7 @@ from conftest import (
     Databases,
     PgServer,
     both_paths,
+    refused_load,
     run_elt,
     the_error,
 )
@@ -327,20 +328,15 @@ def test_dependent_objects_elsewhere_make_the_load_refuse_before_copying(
         "CREATE SCHEMA reports;" + ";".join(sql.format(s=s) for sql, _ in DEPENDENTS.values()),
     )
     dbs.source.execute("source_db", "INSERT INTO users (first_name) VALUES ('New')")
-    before = dbs.destination.fingerprint("destination_db")
 
-    run = run_elt(dbs.env())
+    run, error = refused_load(dbs)
 
-    assert run.returncode == 5, run.stdout
-    error = the_error(run)
-    assert error["message"] == "Data load failed"
     for _, name in DEPENDENTS.values():
         assert name.format(s=s) in error["error"]
     assert "re-create" in error["hint"]
     # Refused before copying anything, on both paths (issue #10, case 9).
     for message in ("Parallel copy planned", "Table copied", "Starting data extraction"):
         assert not any(m.startswith(message) for m in run.messages()), message
-    assert dbs.destination.fingerprint("destination_db") == before
 
 
 # The one-stream load checks again in its own transaction (prepare_destination.sql),
@@ -528,17 +524,12 @@ def test_a_view_whose_definition_no_longer_applies_makes_the_load_refuse(
     assert run_elt(dbs.env()).returncode == 0
     dbs.destination.execute("destination_db", ANALYST_VIEWS)
     dbs.source.execute("source_db", "ALTER TABLE users DROP COLUMN date_of_birth")
-    before = dbs.destination.fingerprint("destination_db")
 
-    run = run_elt(dbs.env())
+    _, error = refused_load(dbs)
 
-    assert run.returncode == 5, run.stdout
-    error = the_error(run)
-    assert error["message"] == "Data load failed"
     stderr = " ".join(error["stderr_tail"])
     assert "view analytics.adults no longer applies to the new copy" in stderr
     assert "date_of_birth" in stderr
-    assert dbs.destination.fingerprint("destination_db") == before
 
 
 LOADER = "elt_test_view_loader"
