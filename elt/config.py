@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from errors import SettingsError
+from elt.errors import SettingsError
 
 SIDES = ("SOURCE", "DESTINATION")
 DB_FIELDS = ("HOST", "PORT", "DB", "USER", "PASSWORD")

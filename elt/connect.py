@@ -13,9 +13,12 @@ from collections.abc import Callable
 
 import psycopg
 
-from config import DatabaseSettings, Settings
-from errors import ConnectionFailed, message_lines
-from processes import APPLICATION_NAME, Stage, child_env, connection_args, run_tool
+from elt.config import DatabaseSettings, Settings
+from elt.errors import ConnectionFailed, message_lines
+from elt.processes import APPLICATION_NAME, Stage, child_env, connection_args, run_tool
+
+# The one connection type of the job: psycopg's default tuple rows.
+Connection = psycopg.Connection[tuple[object, ...]]
 
 # pg_isready exit codes (see its man page).
 _PG_ISREADY_STATUS = {
@@ -97,9 +100,7 @@ def _hint_for(db: DatabaseSettings, error_text: str) -> str:
     return f"Check {prefix}HOST and {prefix}PORT and that the server accepts connections."
 
 
-def connect(
-    db: DatabaseSettings, settings: Settings, *, autocommit: bool = False
-) -> psycopg.Connection[tuple[object, ...]]:
+def connect(db: DatabaseSettings, settings: Settings, *, autocommit: bool = False) -> Connection:
     """Log in with the driver, or raise ConnectionFailed saying which setting to check."""
     try:
         return psycopg.connect(

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
-from progress import mb_per_second
+if __name__ == "__main__":
+    # Run as a script, Python puts elt/ itself first on sys.path. Its parent goes
+    # there instead, so that `elt` is a package and no module has two names.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import pipeline
-from config import Settings, load_settings
-from errors import EltError, Interrupted
-from logger_config import setup_logger
+from elt import pipeline
+from elt.config import Settings, load_settings
+from elt.errors import EltError, Interrupted
+from elt.logger_config import RedactSecrets, setup_logger
+from elt.progress import mb_per_second
 
 _received_signal: list[int] = []
 
@@ -30,55 +34,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # every `with` block stops its children and rolls its transaction back.
     _received_signal.append(signum)
     raise KeyboardInterrupt
-
-
-class RedactSecrets(logging.Filter):
-    """The last line of defence: no log line may carry a password, whatever put it there.
-
-    Passwords never enter a log record by construction: no setting that holds
-    one is logged, and the tools get theirs only through PGPASSWORD. What a
-    tool or driver might still echo is scrubbed here without rewriting names:
-    - a value written as a password (`password=...` in a connection string,
-      `PGPASSWORD=...`, the `:...@` of a URI), whatever it is;
-    - the literal password anywhere, if it is long enough not to be an
-      ordinary word: a short one (`secret`, `app`) would also match the
-      tables and databases named with it (`public.secret`, `bench_app`).
-    """
-
-    MIN_LITERAL_LENGTH = 12
-    MASK = "********"
-    # Quantifiers are bounded or anchored so that one long line costs linear time:
-    # this runs on every field of every line, tool output included.
-    _WRITTEN_AS_PASSWORD = re.compile(
-        r"(?P<key>password\s*=\s*)"
-        r"(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s'\"]\S*)"
-        r"|(?P<uri>(?<![\w+.-])[a-z][\w+.-]*://[^\s:/@]{0,256}:)[^\s@/]{0,256}(?=@)",
-        re.IGNORECASE,
-    )
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= self.MIN_LITERAL_LENGTH]
-
-    def _mask(self, match: re.Match[str]) -> str:
-        return (match.group("key") or match.group("uri")) + self.MASK
-
-    def _scrub(self, value: object) -> object:
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, self.MASK)
-            return self._WRITTEN_AS_PASSWORD.sub(self._mask, value)
-        if isinstance(value, list | tuple):
-            return [self._scrub(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
-        return value
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in list(vars(record).items()):
-            if key not in ("args", "exc_info"):
-                setattr(record, key, self._scrub(value))
-        return True
 
 
 def _log_failure(logger: logging.Logger, error: EltError, exit_code: int) -> None:

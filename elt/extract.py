@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 from types import TracebackType
 
 import psycopg
 from psycopg import sql
 
-from config import DatabaseSettings, Settings
-from connect import connect
-from errors import ExtractError, SettingsError, message_lines
-from processes import child_env, connection_args
-
-SQL_DIR = Path(__file__).resolve().parent / "sql"
-
-
-def read_sql(name: str) -> str:
-    return (SQL_DIR / name).read_text(encoding="utf-8")
+from elt.config import DatabaseSettings, Settings
+from elt.connect import Connection, connect
+from elt.errors import ExtractError, SettingsError, message_lines
+from elt.processes import child_env, connection_args
+from elt.sql import read_sql
 
 
 def copy_encoding(source: str, destination: str) -> str:
@@ -119,7 +113,7 @@ class SourceSnapshot:
     so the job leaves no open session on the source.
     """
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         # The session must outlive a long copy: no server-side timeout may end it.
         conn.execute(read_sql("no_timeouts.sql"))

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from errors import EltError, ExtractError, LoadError
-from extract import read_sql
-
-Connection = psycopg.Connection[tuple[object, ...]]
+from elt.connect import Connection
+from elt.errors import EltError, ExtractError, LoadError
+from elt.sql import read_sql
 
 
 def fast_path_slots(server_version: int, per_transaction: int) -> int:

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from config import DatabaseSettings
-from errors import EltError, LoadError
-from extract import SQL_DIR
-from processes import connection_args
+from elt.config import DatabaseSettings
+from elt.errors import EltError, LoadError
+from elt.processes import connection_args
+from elt.sql import SQL_DIR
 
 PREPARE_SQL = SQL_DIR / "prepare_destination.sql"
 # Raised by replace_schemas.sql (both paths) when another run holds the lock.

@@ -51,15 +51,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import limits
 import psycopg
-from progress import Progress, mb_per_second
 from psycopg import sql
-from replace import STAGING_MARKER, STAGING_PREFIX, drop_marked
 
-from config import DatabaseSettings, Settings, ValidationLevel
-from connect import connect
-from errors import (
+from elt import limits
+from elt.config import DatabaseSettings, Settings, ValidationLevel
+from elt.connect import Connection, connect
+from elt.errors import (
     ConnectionFailed,
     EltError,
     ExtractError,
@@ -67,10 +65,13 @@ from errors import (
     ValidationFailed,
     message_lines,
 )
-from extract import copy_encoding, read_sql
-from load import BUSY_MARKER, busy_error
-from processes import APPLICATION_NAME, OutputTail, child_env, connection_args
-from validate import (
+from elt.extract import copy_encoding
+from elt.load import BUSY_MARKER, busy_error
+from elt.processes import APPLICATION_NAME, OutputTail, child_env, connection_args
+from elt.progress import CopyStats, Progress, mb_per_second
+from elt.replace import STAGING_MARKER, STAGING_PREFIX, drop_marked
+from elt.sql import read_sql
+from elt.validate import (
     RECORD_HASH_MIN_VERSION,
     TableFigures,
     digest_encoding,
@@ -79,8 +80,6 @@ from validate import (
     prepare_session,
     table_key,
 )
-
-Connection = psycopg.Connection[tuple[object, ...]]
 
 FIRST_USER_OID = 16384  # FirstNormalObjectId
 # The scratch database's public carries it until the restore: still there
@@ -1050,17 +1049,6 @@ def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding:
 
 
 # --- the run ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CopyStats:
-    tables: int
-    rows: int
-    bytes: int
-    seconds: float
-    # Validation figures measured during the copy (empty at ELT_VALIDATION=off).
-    source_figures: dict[str, TableFigures] = field(default_factory=dict)
-    destination_figures: dict[str, TableFigures] = field(default_factory=dict)
 
 
 def _load_error(message: str, exc: BaseException) -> LoadError:

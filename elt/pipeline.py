@@ -18,21 +18,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import limits
-import parallel_copy
 import psycopg
-import replace
-from progress import CopyScanner, Progress, mb_per_second
 
-from config import Settings, ValidationLevel, same_database_error
-from connect import connect, log_connected, wait_for_postgres
-from errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
-from extract import SourceSnapshot, check_pg_dump_version, copy_encoding, pg_dump_argv, read_sql
-from load import BUSY_MARKER, busy_error, encoding_error, pg_restore_argv, psql_load_argv
-from processes import Pipeline, Stage, StageResult, child_env
-from validate import (
+from elt import limits, parallel_copy, replace
+from elt.config import Settings, ValidationLevel, same_database_error
+from elt.connect import Connection, connect, log_connected, wait_for_postgres
+from elt.errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
+from elt.extract import SourceSnapshot, check_pg_dump_version, copy_encoding, pg_dump_argv
+from elt.load import BUSY_MARKER, busy_error, encoding_error, pg_restore_argv, psql_load_argv
+from elt.processes import Pipeline, Stage, StageResult, child_env
+from elt.progress import CopyScanner, CopyStats, Progress, mb_per_second
+from elt.sql import read_sql
+from elt.validate import (
     RECORD_HASH_MIN_VERSION,
-    Connection,
     Figures,
     collect,
     compare_sequences,
@@ -125,7 +123,7 @@ def copy(
     table_sizes: dict[str, int],
     encoding: str | None = None,
     recreated: list[str] | None = None,
-) -> parallel_copy.CopyStats:
+) -> CopyStats:
     """Stream the snapshot into the destination in one transaction.
 
     `table_sizes` ("schema.table": bytes on the source's disk) is for the
@@ -194,7 +192,7 @@ def copy(
             "mb_per_second": mb_per_second(progress.bytes, seconds),
         },
     )
-    return parallel_copy.CopyStats(progress.tables_done, progress.rows, progress.bytes, seconds)
+    return CopyStats(progress.tables_done, progress.rows, progress.bytes, seconds)
 
 
 def _validation_error(side: str, exc: BaseException) -> ValidationFailed:
@@ -212,7 +210,7 @@ def _measure(
     snapshot: SourceSnapshot,
     schemas: list[str],
     level: ValidationLevel,
-    copied: parallel_copy.CopyStats | None,
+    copied: CopyStats | None,
     *,
     rowless: frozenset[str],
 ) -> tuple[Figures, dict[str, int | None], Figures]:
@@ -445,7 +443,7 @@ def _copy_in_parallel(
     session: Connection,
     *,
     check_locks: Callable[..., None],
-) -> parallel_copy.CopyStats | None:
+) -> CopyStats | None:
     """The parallel copy when it pays off and the source allows it; None: stream instead.
 
     `check_locks(parallel=True)` refuses a destination whose lock table is too

@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from config import DatabaseSettings
-from errors import SettingsError
+from elt.config import DatabaseSettings
+from elt.errors import SettingsError
 
 STDERR_TAIL_LINES = 20
 # libpq variables the job sets itself for each side; inherited values would

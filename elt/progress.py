@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from elt.validate import TableFigures
 
 MB = 1_000_000
 
@@ -223,3 +225,16 @@ def _copy_target(rest: bytes) -> bytes:
             break
         i += 1
     return rest[:i]
+
+
+@dataclass(frozen=True)
+class CopyStats:
+    """What one copy moved, on either path."""
+
+    tables: int
+    rows: int
+    bytes: int
+    seconds: float
+    # Validation figures measured during the copy (empty at ELT_VALIDATION=off).
+    source_figures: dict[str, TableFigures] = field(default_factory=dict)
+    destination_figures: dict[str, TableFigures] = field(default_factory=dict)

@@ -16,11 +16,10 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
-from errors import LoadError, message_lines
-from extract import read_sql
-from load import busy_error
-
-Connection = psycopg.Connection[tuple[object, ...]]
+from elt.connect import Connection
+from elt.errors import LoadError, message_lines
+from elt.load import busy_error
+from elt.sql import read_sql
 
 STAGING_PREFIX = "elt_staging_"
 # The comment each staging schema carries from its creation until the swap

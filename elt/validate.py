@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from config import ValidationLevel
-from errors import ValidationFailed
-from extract import read_sql
-
-Connection = psycopg.Connection[tuple[object, ...]]
+from elt.config import ValidationLevel
+from elt.connect import Connection
+from elt.errors import ValidationFailed
+from elt.sql import read_sql
 
 
 @dataclass(frozen=True)

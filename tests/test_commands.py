@@ -10,15 +10,15 @@ import logging
 
 import pytest
 
-from config import DatabaseSettings, load_settings
-from connect import pg_isready_argv
-from elt_script import RedactSecrets
-from errors import ExtractError, LoadError
-from extract import copy_encoding, pg_dump_argv
-from load import PREPARE_SQL, pg_restore_argv, psql_load_argv, schemas_literal
-from pipeline import _failure
-from processes import StageResult, child_env
-from validate import compare_sequences, digest_encoding
+from elt.config import DatabaseSettings, load_settings
+from elt.connect import pg_isready_argv
+from elt.errors import ExtractError, LoadError
+from elt.extract import copy_encoding, pg_dump_argv
+from elt.load import PREPARE_SQL, pg_restore_argv, psql_load_argv, schemas_literal
+from elt.logger_config import RedactSecrets
+from elt.pipeline import _failure
+from elt.processes import StageResult, child_env
+from elt.validate import compare_sequences, digest_encoding
 
 SOURCE = DatabaseSettings("source", "src.example", 5437, "source_db", "reader", "pw-src")
 DESTINATION = DatabaseSettings("destination", "dst.example", 5438, "dest db", "writer", "pw-dst")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from config import DEFAULTS, Settings, ValidationLevel, load_settings
-from errors import SettingsError
+from elt.config import DEFAULTS, Settings, ValidationLevel, load_settings
+from elt.errors import SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 

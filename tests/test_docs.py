@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 from test_static import ENV_EXAMPLE, PUBLISHING, load_yaml, parse_env_file
 
-import config
-import errors
+from elt import config, errors
 
 REPO = Path(__file__).resolve().parent.parent
 README_PATH = REPO / "README.md"

@@ -20,11 +20,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from limits import LockTable, ensure_room, fast_path_slots
-from parallel_copy import _classify, _sized, connections_needed, size_workers
 from test_parallel import leftovers
 
-from config import load_settings
 from conftest import (
     PASSWORD,
     REPO,
@@ -36,7 +33,10 @@ from conftest import (
     running,
     the_error,
 )
-from errors import ConnectionFailed, EltError, ExtractError, LoadError
+from elt.config import load_settings
+from elt.errors import ConnectionFailed, EltError, ExtractError, LoadError
+from elt.limits import LockTable, ensure_room, fast_path_slots
+from elt.parallel_copy import _classify, _sized, connections_needed, size_workers
 
 SQL_DIR = REPO / "elt" / "sql"
 

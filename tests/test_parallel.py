@@ -25,25 +25,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from parallel_copy import (
-    CopyTable,
-    Scheduler,
-    Task,
-    TocEntry,
-    build_tasks,
-    copy_in_argv,
-    copy_out_argv,
-    copy_session_options,
-    entry_sql_argv,
-    parse_toc,
-    schema_dump_argv,
-    schema_restore_argv,
-)
-from progress import CopyScanner, Progress
-from replace import STAGING_MARKER
 from test_faults import descendants, loaded_then_changed, rerun_succeeds
 
-from config import DatabaseSettings
 from conftest import (
     REFUSAL,
     REFUSE_FILM_ACTORS_KEYS,
@@ -59,6 +42,23 @@ from conftest import (
     the_interruption,
     wait_until,
 )
+from elt.config import DatabaseSettings
+from elt.parallel_copy import (
+    CopyTable,
+    Scheduler,
+    Task,
+    TocEntry,
+    build_tasks,
+    copy_in_argv,
+    copy_out_argv,
+    copy_session_options,
+    entry_sql_argv,
+    parse_toc,
+    schema_dump_argv,
+    schema_restore_argv,
+)
+from elt.progress import CopyScanner, Progress
+from elt.replace import STAGING_MARKER
 
 # ============================================================================
 # Tier 0: no database

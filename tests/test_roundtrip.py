@@ -16,10 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from replace import STAGING_MARKER
 
 import pgserver
-from config import DatabaseSettings
 from conftest import (
     REFUSAL,
     REFUSE_FILM_ACTORS_KEYS,
@@ -31,7 +29,9 @@ from conftest import (
     run_elt,
     the_error,
 )
-from load import psql_load_argv
+from elt.config import DatabaseSettings
+from elt.load import psql_load_argv
+from elt.replace import STAGING_MARKER
 
 
 @pytest.fixture(params=["streamed", "parallel"])

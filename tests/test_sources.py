@@ -22,7 +22,7 @@ from conftest import (
     run_elt,
     wait_for_replay,
 )
-from extract import SourceSnapshot
+from elt.extract import SourceSnapshot
 
 
 @pytest.fixture(params=["streamed", "parallel"])

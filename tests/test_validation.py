@@ -13,9 +13,9 @@ import threading
 
 import pytest
 
-from config import ValidationLevel
 from conftest import REPO, SCRIPT, SEED_COUNTS, Databases, PgServer, both_paths, run_elt
-from validate import collect, prepare_session
+from elt.config import ValidationLevel
+from elt.validate import collect, prepare_session
 
 
 @pytest.fixture(params=["streamed", "parallel"])

@@ -24,7 +24,7 @@ from conftest import (
     run_elt,
     the_error,
 )
-from extract import tool_major
+from elt.extract import tool_major
 
 
 def tools_path(server: PgServer) -> str:
