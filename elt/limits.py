@@ -26,7 +26,7 @@ import psycopg
 
 from elt.connect import Connection
 from elt.errors import EltError, ExtractError, LoadError
-from elt.sql import read_sql
+from elt.sql import LOCK_KEY, read_sql
 
 
 def fast_path_slots(server_version: int, per_transaction: int) -> int:
@@ -85,7 +85,7 @@ def has_room(conn: Connection, locks: int) -> bool:
     a savepoint inside the caller's transaction, else a transaction of its own)."""
     try:
         with conn.transaction() as probe:
-            conn.execute(read_sql("lock_probe.sql"), {"locks": locks})
+            conn.execute(read_sql("lock_probe.sql"), {"locks": locks, "lock_key": LOCK_KEY})
             raise psycopg.Rollback(probe)
     except psycopg.errors.OutOfMemory:  # "out of shared memory"
         return False

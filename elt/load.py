@@ -18,7 +18,7 @@ from typing import Any
 from elt.config import DatabaseSettings
 from elt.errors import EltError, LoadError
 from elt.processes import connection_args
-from elt.sql import SQL_DIR
+from elt.sql import LOCK_KEY, SQL_DIR
 
 PREPARE_SQL = SQL_DIR / "prepare_destination.sql"
 # Raised by replace_schemas.sql (both paths) when another run holds the lock.
@@ -121,6 +121,8 @@ def psql_load_argv(
         f"schemas={schemas_literal(schemas)}",
         "-v",
         f"recreated={schemas_literal(list(recreated))}",
+        "-v",
+        f"lock_key={LOCK_KEY}",
         "-f",
         str(PREPARE_SQL),
         "-f",

@@ -70,7 +70,7 @@ from elt.load import BUSY_MARKER, busy_error
 from elt.processes import APPLICATION_NAME, OutputTail, child_env, connection_args
 from elt.progress import CopyStats, Progress, mb_per_second
 from elt.replace import STAGING_MARKER, STAGING_PREFIX, drop_marked
-from elt.sql import read_sql
+from elt.sql import LOCK_KEY, read_sql
 from elt.validate import (
     RECORD_HASH_MIN_VERSION,
     TableFigures,
@@ -170,7 +170,7 @@ _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _SET_ENCODING = "SELECT pg_catalog.set_config('client_encoding', %s, false)"
 _EMPTY_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false)"
 # The load's lock that elt/sql/coordinator_lock.sql takes.
-_UNLOCK_LOAD = "SELECT pg_catalog.pg_advisory_unlock(4541524)"
+_UNLOCK_LOAD = "SELECT pg_catalog.pg_advisory_unlock(%(lock_key)s)"
 _SLOW_METHODS = frozenset({"gin", "gist", "spgist", "brin"})
 # The server's login refusals for want of a connection slot (SQLSTATE 53300).
 _NO_SLOT = ("too many clients", "too many connections", "connection slots are reserved")
@@ -1085,7 +1085,9 @@ class Coordinator:
         self.logger = logger
         self.conn = conn
         try:
-            row = self.conn.execute(read_sql("coordinator_lock.sql")).fetchone()
+            row = self.conn.execute(
+                read_sql("coordinator_lock.sql"), {"lock_key": LOCK_KEY}
+            ).fetchone()
         except psycopg.Error as exc:
             raise _load_error(
                 "Preparing the parallel copy failed; nothing was changed", exc
@@ -1101,7 +1103,7 @@ class Coordinator:
         """Give the load's lock back, for a run that goes on with one stream
         (whose load takes it in its own session), or ends."""
         with contextlib.suppress(psycopg.Error):
-            self.conn.execute(_UNLOCK_LOAD)
+            self.conn.execute(_UNLOCK_LOAD, {"lock_key": LOCK_KEY})
 
     def drop_scratch(self) -> None:
         self.conn.execute(
@@ -1371,8 +1373,9 @@ def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
         conn.execute(
             "SELECT pg_catalog.set_config('elt.replaced_schemas', %s::text[]::text, true), "
             "pg_catalog.set_config('elt.staged_schemas', %s::text[]::text, true), "
-            "pg_catalog.set_config('elt.staged_comments', %s::text[]::text, true)",
-            (schemas, staged, [plan.comments.get(s) for s in staged]),
+            "pg_catalog.set_config('elt.staged_comments', %s::text[]::text, true), "
+            "pg_catalog.set_config('elt.lock_key', %s::text, true)",
+            (schemas, staged, [plan.comments.get(s) for s in staged], str(LOCK_KEY)),
         )
         # The swap re-creates no database-wide object (a source with any is
         # streamed): every dependent outside the copied schemas is a blocker.

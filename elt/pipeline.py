@@ -28,7 +28,7 @@ from elt.extract import SourceSnapshot, check_pg_dump_version, copy_encoding, pg
 from elt.load import BUSY_MARKER, busy_error, encoding_error, pg_restore_argv, psql_load_argv
 from elt.processes import Pipeline, Stage, StageResult, child_env
 from elt.progress import CopyScanner, CopyStats, Progress, mb_per_second
-from elt.sql import read_sql
+from elt.sql import LOCK_KEY, read_sql
 from elt.validate import (
     RECORD_HASH_MIN_VERSION,
     Figures,
@@ -367,7 +367,7 @@ def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> Connection
     hold.callback(conn.close)
     try:
         conn.execute(read_sql("no_timeouts.sql"))
-        row = conn.execute(read_sql("run_lock.sql")).fetchone()
+        row = conn.execute(read_sql("run_lock.sql"), {"lock_key": LOCK_KEY}).fetchone()
     except psycopg.Error as exc:
         raise LoadError(
             "Taking the run's lock on the destination failed; nothing was changed",

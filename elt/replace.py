@@ -19,7 +19,7 @@ from psycopg import sql
 from elt.connect import Connection
 from elt.errors import LoadError, message_lines
 from elt.load import busy_error
-from elt.sql import read_sql
+from elt.sql import LOCK_KEY, read_sql
 
 STAGING_PREFIX = "elt_staging_"
 # The comment each staging schema carries from its creation until the swap
@@ -129,7 +129,7 @@ def marked_staging(session: Connection, names: Sequence[str] | None = None) -> l
 def _lock_and_drop(session: Connection, names: Sequence[str] | None) -> list[str]:
     """In the caller's transaction: take the load's lock (or refuse: another
     load is running), then drop the job's own staging schemas among `names`."""
-    row = session.execute(read_sql("load_lock.sql")).fetchone()
+    row = session.execute(read_sql("load_lock.sql"), {"lock_key": LOCK_KEY}).fetchone()
     if row is None or not row[0]:
         raise busy_error()
     marked = marked_staging(session, names)

@@ -80,6 +80,7 @@ def test_psql_load_argv_always_stops_on_error_and_ignores_psqlrc() -> None:
         "-h", "dst.example", "-p", "5438", "-U", "writer", "-d", "dest db",
         "-v", 'schemas={"public","sales"}',
         "-v", r'recreated={"event trigger \"a b\""}',
+        "-v", "lock_key=4541524",
         "-f", str(PREPARE_SQL), "-f", "-",
     ]  # fmt: skip
     assert PREPARE_SQL.is_file()

@@ -59,6 +59,7 @@ from elt.parallel_copy import (
 )
 from elt.progress import CopyScanner, Progress
 from elt.replace import STAGING_MARKER
+from elt.sql import LOCK_KEY
 
 # ============================================================================
 # Tier 0: no database
@@ -829,7 +830,6 @@ def test_progress_final_line_is_100_percent_for_empty_tables(
 # Tier 1: real servers, the parallel path forced
 # ============================================================================
 
-LOCK_KEY = 4541524  # the run's session lock on the destination
 HOLD_KEY = 4242
 
 

@@ -3,7 +3,8 @@
 -- the destination is exactly as it was. psql variables:
 --   :schemas    text[] literal of the source schemas that this load replaces;
 --   :recreated  text[] literal of the database-wide objects the restore script
---               re-creates (the source's own, see dependents.sql).
+--               re-creates (the source's own, see dependents.sql);
+--   :lock_key   the key of the job's advisory locks (elt.sql.LOCK_KEY).
 
 BEGIN;
 
@@ -20,7 +21,8 @@ SET idle_in_transaction_session_timeout = 0;
 SET client_min_messages = error;
 
 SELECT pg_catalog.set_config('elt.replaced_schemas', :'schemas', true),
-       pg_catalog.set_config('elt.recreated', :'recreated', true);
+       pg_catalog.set_config('elt.recreated', :'recreated', true),
+       pg_catalog.set_config('elt.lock_key', :'lock_key', true);
 
 \ir dependents.sql
 \ir replace_schemas.sql
@@ -37,4 +39,5 @@ SELECT pg_catalog.current_setting('elt.saved_views') <> '[]' AS elt_saved_views 
 -- The restore script follows; it must not see this file's variables.
 \unset schemas
 \unset recreated
+\unset lock_key
 \unset elt_saved_views

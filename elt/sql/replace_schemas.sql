@@ -74,9 +74,10 @@ DECLARE
               WHERE e.classid = c.classid AND e.objid = c.objid AND e.deptype = 'e')
     $watched$;
 BEGIN
-    -- One load at a time per destination database (the key spells "ELT").
-    -- A second run fails here, before it has changed anything.
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(4541524) THEN
+    -- One load at a time per destination database (elt.lock_key: the caller
+    -- sets it from LOCK_KEY). A second run fails here, before it has changed anything.
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(
+            pg_catalog.current_setting('elt.lock_key')::bigint) THEN
         RAISE EXCEPTION 'ELT: another ELT run is loading this destination database right now'
             USING HINT = 'Wait for it to finish, then run again.';
     END IF;

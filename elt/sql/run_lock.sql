@@ -2,8 +2,8 @@
 -- copy until validation has finished (pipeline.run), on both copy paths. A
 -- second run refuses at once instead of replacing the schemas while this run
 -- still measures them: without it, the one-stream load's lock ended at its
--- COMMIT, before validation. The load keeps its own lock on the key 4541524
+-- COMMIT, before validation. The load keeps its own lock on the key LOCK_KEY
 -- (replace_schemas.sql, coordinator_lock.sql), which also keeps out a run of
--- an older version of this job; this is another key of the same "ELT" family,
+-- an older version of this job; this is another key of the same family,
 -- so that the run's own load does not collide with it.
-SELECT pg_catalog.pg_try_advisory_lock(4541524, 1);
+SELECT pg_catalog.pg_try_advisory_lock(%(lock_key)s, 1);
