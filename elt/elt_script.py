@@ -49,6 +49,20 @@ def _log_failure(logger: logging.Logger, error: EltError, exit_code: int) -> Non
     )
 
 
+def _log_settings(logger: logging.Logger, settings: Settings) -> None:
+    logger.info(
+        "Configuration loaded from environment",
+        extra={
+            "source": settings.source.label,
+            "destination": settings.destination.label,
+            "validation": settings.validation.value,
+            "copy_ownership": settings.copy_ownership,
+            "wait_retries": settings.wait_retries,
+            "jobs": settings.jobs,
+        },
+    )
+
+
 def main() -> int:
     logger = setup_logger()
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -63,17 +77,7 @@ def main() -> int:
         logger.addFilter(
             RedactSecrets([db.password or "" for db in (settings.source, settings.destination)])
         )
-        logger.info(
-            "Configuration loaded from environment",
-            extra={
-                "source": settings.source.label,
-                "destination": settings.destination.label,
-                "validation": settings.validation.value,
-                "copy_ownership": settings.copy_ownership,
-                "wait_retries": settings.wait_retries,
-                "jobs": settings.jobs,
-            },
-        )
+        _log_settings(logger, settings)
         summary = pipeline.run(settings, logger)
     except EltError as error:
         _log_failure(logger, error, error.exit_code)
