@@ -297,7 +297,7 @@ def run_elt(
     return run
 
 
-# --- helpers for tests that hold a run at a known point (test_faults, test_parallel) ---
+# --- helpers for tests that hold a run at a known point (test_faults, test_parallel_copy) ---
 
 SAFETY_NET_SECONDS = 180.0
 

@@ -160,12 +160,12 @@ def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
         # streamed): every dependent outside the copied schemas is a blocker.
         conn.execute(read_sql("dependents.sql"))
         conn.execute(read_sql("replace_schemas.sql"))
-        saved = conn.execute(read_sql("saved_views.sql")).fetchone()
-        if saved is not None and saved[0]:
+        cursor = conn.cursor(row_factory=dict_row)
+        saved = cursor.execute(read_sql("saved_views.sql")).fetchone()
+        if saved is not None and saved["saved"]:
             # Views in other schemas that use the copied ones, against the new copy.
             conn.execute(read_sql("recreate_views.sql"))
             conn.execute(read_sql("recreate_views_in_swap.sql"))
-        cursor = conn.cursor(row_factory=dict_row)
         row = cursor.execute(read_sql("enabled_event_triggers.sql")).fetchone()
     return bool(row and row["enabled"])
 
