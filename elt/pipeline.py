@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from elt import limits, parallel_copy, replace
+from elt import limits, parallel, replace
 from elt.config import Settings, ValidationLevel, same_database_error
 from elt.connect import Connection, connect, log_connected, wait_for_postgres
 from elt.errors import ConnectionFailed, ExtractError, LoadError, ValidationFailed, message_lines
@@ -469,12 +469,12 @@ def _copy_in_parallel(
             # TRUNCATE (not MVCC-safe) cannot empty a table under the snapshot.
             # With validation on, the snapshot holds these locks already.
             snapshot.lock_tables(list_tables(snapshot.conn, schemas))
-        tables = parallel_copy.source_tables(snapshot.conn, schemas)
+        tables = parallel.source_tables(snapshot.conn, schemas)
     except psycopg.Error as exc:
         raise _catalog_error("Reading the source's table list failed", exc) from None
     check_locks(parallel=True)
     try:
-        return parallel_copy.copy(
+        return parallel.copy(
             settings,
             snapshot=snapshot.conn,
             snapshot_id=snapshot.snapshot_id,
@@ -483,6 +483,6 @@ def _copy_in_parallel(
             logger=logger,
             session=session,
         )
-    except parallel_copy.NotEligible as why:
+    except parallel.NotEligible as why:
         logger.info("Parallel copy not used", extra={"reason": str(why)})
         return None

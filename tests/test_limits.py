@@ -20,7 +20,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from test_parallel import leftovers
 
 from conftest import (
     PASSWORD,
@@ -29,6 +28,7 @@ from conftest import (
     Databases,
     PgServer,
     both_paths,
+    leftovers,
     run_elt,
     running,
     the_error,
@@ -36,7 +36,8 @@ from conftest import (
 from elt.config import load_settings
 from elt.errors import ConnectionFailed, EltError, ExtractError, LoadError
 from elt.limits import LockTable, ensure_room, fast_path_slots
-from elt.parallel_copy import _classify, _sized, connections_needed, size_workers
+from elt.parallel.failures import classify
+from elt.parallel.sizing import connections_needed, size_workers, sized_settings
 
 SQL_DIR = REPO / "elt" / "sql"
 
@@ -340,7 +341,7 @@ def test_a_failed_read_of_the_connection_room_is_the_failing_side_s(
             failing.execute("SELECT 1 / 0")  # its transaction is aborted now
         snapshot, destination = (failing, working) if side == "source" else (working, failing)
         with pytest.raises(error) as failed:
-            _sized(settings, snapshot, destination, logging.getLogger("test_limits.sized"))
+            sized_settings(settings, snapshot, destination, logging.getLogger("test_limits.sized"))
     assert type(failed.value) is error
     assert failed.value.message.startswith(f"Reading the {side}'s connection limits failed")
     assert "current transaction is aborted" in " ".join(failed.value.stderr_tail)
@@ -477,9 +478,9 @@ NO_SLOT = [
 @pytest.mark.parametrize("line", NO_SLOT)
 def test_a_worker_refused_a_connection_is_told_to_lower_elt_jobs(line: str) -> None:
     failed = ConnectionFailed("Cannot log in", hint="-", stderr_tail=[line], database="destination")
-    error = _classify(failed)
+    error = classify(failed)
     assert isinstance(error, LoadError)
     assert "lower ELT_JOBS" in error.hint
-    other = _classify(ConnectionFailed("Cannot log in", hint="-", stderr_tail=["timeout expired"]))
+    other = classify(ConnectionFailed("Cannot log in", hint="-", stderr_tail=["timeout expired"]))
     assert isinstance(other, LoadError)
     assert "ELT_JOBS" not in other.hint

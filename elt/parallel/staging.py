@@ -1,0 +1,193 @@
+"""The staging schemas on the destination: created, finished, swapped in, or removed.
+
+The coordinator works in the run's own destination session, which holds the
+run's lock until validation has finished; there it also takes the load's lock
+(the key the streamed load takes in its transaction) from the plan on. Until
+the swap commits the new copy lives only in the staging schemas, so a failure
+before it only has to drop them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from elt.config import Settings
+from elt.connect import Connection
+from elt.errors import LoadError, message_lines
+from elt.load import busy_error
+from elt.parallel.commands import schema_restore_argv, scratch_database_name
+from elt.parallel.failures import load_error
+from elt.parallel.plan import Plan
+from elt.parallel.toc import NotEligible
+from elt.parallel.tools import tool_output
+from elt.processes import APPLICATION_NAME, child_env
+from elt.replace import drop_marked
+from elt.sql import LOCK_KEY, read_sql
+from elt.validate import list_relations
+
+
+class Coordinator:
+    """Owns staging and swaps, in the run's own destination session (autocommit;
+    pipeline.run opens it, holds the run's lock in it, and closes it after
+    validation). Here that session also takes the load's lock."""
+
+    def __init__(self, conn: Connection, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.conn = conn
+        try:
+            cursor = self.conn.cursor(row_factory=dict_row)
+            row = cursor.execute(
+                read_sql("coordinator_lock.sql"), {"lock_key": LOCK_KEY}
+            ).fetchone()
+        except psycopg.Error as exc:
+            raise load_error(
+                "Preparing the parallel copy failed; nothing was changed", exc
+            ) from None
+        assert row is not None
+        if not row["locked"]:
+            raise busy_error()
+        self.scratch = scratch_database_name(int(str(row["oid"])))
+        self.encoding = str(row["encoding"])
+        self.collate, self.ctype = str(row["datcollate"]), str(row["datctype"])
+        self.staging: list[str] = []
+
+    def release(self) -> None:
+        """Give the load's lock back, for a run that goes on with one stream
+        (whose load takes it in its own session), or ends."""
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute(read_sql("load_unlock.sql"), {"lock_key": LOCK_KEY})
+
+    def drop_scratch(self) -> None:
+        self.conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.scratch))
+        )
+
+    def create_scratch(self) -> None:
+        try:
+            self.conn.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
+                ).format(
+                    sql.Identifier(self.scratch),
+                    sql.Literal(self.encoding),
+                    sql.Literal(self.collate),
+                    sql.Literal(self.ctype),
+                )
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            raise NotEligible(
+                "DESTINATION_POSTGRES_USER may not create databases (CREATEDB), which the "
+                "parallel copy needs for a moment to plan its staging schemas"
+            ) from None
+
+
+def create_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
+    """The staging schemas' pre-data, in one transaction; the real schemas are not touched."""
+    tool_output(
+        schema_restore_argv(
+            settings.destination,
+            settings.destination.dbname,
+            copy_ownership=settings.copy_ownership,
+            section="pre-data",
+        ),
+        child_env(settings.destination, settings.connect_timeout_seconds),
+        plan.archive,
+    )
+    unstaged = {v: k for k, v in plan.staged.items()}
+    plan.destination_listed = {
+        (unstaged[str(r[0])], str(r[1])): r
+        for r in list_relations(coordinator.conn, list(unstaged))
+    }
+
+
+def finish_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
+    """Post-data that is not per table, sequence values, materialized views."""
+    if plan.remainder:
+        tool_output(
+            schema_restore_argv(
+                settings.destination,
+                settings.destination.dbname,
+                copy_ownership=settings.copy_ownership,
+                use_list=True,
+            ),
+            child_env(settings.destination, settings.connect_timeout_seconds),
+            plan.archive,
+            "".join(e.line + "\n" for e in plan.remainder),
+        )
+    conn = coordinator.conn
+    with conn.transaction():
+        for schema, name, value, is_called in plan.sequences:
+            conn.execute(
+                read_sql("sequence_set.sql"),
+                {
+                    "sequence": sql.Identifier(schema, name).as_string(conn),
+                    "value": value,
+                    "is_called": is_called,
+                },
+            )
+        for schema, name in plan.matviews:
+            conn.execute(
+                sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name))
+            )
+
+
+def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
+    """The one transaction that makes the new copy visible (elt/sql/replace_schemas.sql).
+
+    Returns whether the destination has enabled event triggers: DDL runs their
+    code, which may change rows after they were measured.
+    """
+    conn = coordinator.conn
+    with conn.transaction():
+        # Synchronous: it flushes the workers' commits (synchronous_commit=off) with it.
+        conn.execute(read_sql("swap_session.sql"))
+        staged = [plan.staged[s] for s in schemas]
+        conn.execute(
+            read_sql("swap_settings.sql"),
+            {
+                "replaced": schemas,
+                "staged": staged,
+                "comments": [plan.comments.get(s) for s in staged],
+                "lock_key": LOCK_KEY,
+            },
+        )
+        # The swap re-creates no database-wide object (a source with any is
+        # streamed): every dependent outside the copied schemas is a blocker.
+        conn.execute(read_sql("dependents.sql"))
+        conn.execute(read_sql("replace_schemas.sql"))
+        cursor = conn.cursor(row_factory=dict_row)
+        saved = cursor.execute(read_sql("saved_views.sql")).fetchone()
+        if saved is not None and saved["saved"]:
+            # Views in other schemas that use the copied ones, against the new copy.
+            conn.execute(read_sql("recreate_views.sql"))
+            conn.execute(read_sql("recreate_views_in_swap.sql"))
+        row = cursor.execute(read_sql("enabled_event_triggers.sql")).fetchone()
+    return bool(row and row["enabled"])
+
+
+def clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:
+    """Drop this run's staging schemas and scratch database, or say why not."""
+    try:
+        if coordinator.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            coordinator.conn.rollback()
+        # Whatever of this run still runs on the destination (a COPY whose psql
+        # was killed, say) would hold locks on the staging tables.
+        if coordinator.staging:
+            coordinator.conn.execute(
+                read_sql("end_own_sessions.sql"),
+                {"name": APPLICATION_NAME, "schemas": coordinator.staging},
+            )
+        # Only what carries the job's marker: a schema of that name that this
+        # run could not create (a user's own, say) is not the run's to drop.
+        drop_marked(coordinator.conn, coordinator.staging)
+        coordinator.drop_scratch()
+    except (psycopg.Error, LoadError) as exc:  # LoadError: drop_marked found the lock taken
+        logger.warning(
+            "Could not remove the staging schemas; the next run removes them",
+            extra={"schemas": coordinator.staging, "stderr_tail": message_lines(exc)},
+        )

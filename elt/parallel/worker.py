@@ -1,0 +1,197 @@
+"""A worker thread: takes tasks from the scheduler until none is left.
+
+A task copies a table's rows (transfer.py), builds an index or key, or
+measures a table for validation. cancel() and kill() reach every session the
+worker opened (sessions.py) and every psql it started.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import psycopg
+from psycopg import sql
+
+from elt.config import Settings
+from elt.errors import LoadError
+from elt.parallel.commands import entry_sql_argv
+from elt.parallel.failures import Cancelled, CheckFailed
+from elt.parallel.plan import Plan
+from elt.parallel.scheduler import Scheduler
+from elt.parallel.sessions import WorkerSessions
+from elt.parallel.tables import CopyTable
+from elt.parallel.tasks import Task
+from elt.parallel.toc import TocEntry
+from elt.parallel.tools import tool_output
+from elt.parallel.transfer import Process, relay, rows_loaded, start_pair
+from elt.processes import child_env
+from elt.progress import Progress
+from elt.validate import measure, table_key
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        number: int,
+        *,
+        settings: Settings,
+        snapshot_id: str,
+        plan: Plan,
+        scheduler: Scheduler,
+        progress: Progress,
+    ) -> None:
+        super().__init__(name=f"elt-copy-{number}", daemon=True)
+        self.settings = settings
+        self.snapshot_id = snapshot_id
+        self.plan = plan
+        self.scheduler = scheduler
+        self.progress = progress
+        self.sessions = WorkerSessions(settings, snapshot_id, plan.archive_encoding)
+        self.cancelled = False
+        self._procs: list[Process] = []
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            self._take_tasks()
+        except Cancelled:
+            self.scheduler.stop()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            self.scheduler.fail(exc)
+        finally:
+            self.sessions.close()
+
+    def kill(self) -> None:
+        """SIGKILL this worker's psql processes (when cancel() was not enough)."""
+        with self._lock:
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.kill()
+
+    def cancel(self) -> None:
+        """Stop whatever runs now (called from the main thread)."""
+        with self._lock:
+            self.cancelled = True
+            for proc in self._procs:
+                if proc.poll() is None:
+                    # SIGINT, not SIGTERM: psql then sends the server a cancel
+                    # request, so a COPY waiting on a lock there ends too
+                    # instead of holding locks the clean-up needs.
+                    proc.send_signal(signal.SIGINT)
+        self.sessions.cancel()
+
+    def _take_tasks(self) -> None:
+        while (task := self.scheduler.next()) is not None:
+            if task.kind == "rows":
+                self._transfer(task.table)
+            elif task.kind == "build":
+                self._build(task)
+            else:
+                self._measure(task)
+            self.scheduler.done(task)
+
+    def _transfer(self, table: CopyTable) -> None:
+        """The table's rows into its staging table (transfer.py)."""
+        started = time.monotonic()
+        self.progress.table_started(table.label, table.size)
+        try:
+            with self._lock:  # cancel() must see every process started
+                if self.cancelled:
+                    raise Cancelled
+                out, into = start_pair(
+                    self.settings, self.plan, self.snapshot_id, table, self._procs
+                )
+            tails, loader_gone = relay(self.progress, table, out, into)
+        finally:
+            with self._lock:
+                for proc in self._procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                self._procs = []
+        if self.cancelled:
+            raise Cancelled
+        rows = rows_loaded(out, into, tails, loader_gone=loader_gone)
+        self.progress.table_done(table.label, rows, time.monotonic() - started)
+
+    def _build(self, task: Task) -> None:
+        started = time.monotonic()
+        destination = self.sessions.destination()
+        if task.statement is not None:
+            statement, what = task.statement, task.statement
+        else:
+            assert task.entry is not None
+            encoding = destination.info.encoding
+            statement = entry_sql(self.plan, [task.entry], self.settings, encoding)
+            what = task.entry.line
+        if self.cancelled:
+            raise Cancelled
+        destination.execute(statement)
+        destination.commit()
+        self.progress.logger.debug(
+            "Built",
+            extra={"entry": what, "duration_seconds": round(time.monotonic() - started, 3)},
+        )
+
+    def _measure(self, task: Task) -> None:
+        table, plan = task.table, self.plan
+        name = (table.schema, table.name)
+        if self.cancelled:
+            raise Cancelled
+        try:
+            if task.kind == "check_source":
+                conn = self.sessions.source()
+                relation = sql.Identifier(table.schema, table.name)
+                listed = plan.source_listed[name]
+                figures = plan.source_figures
+            else:
+                conn = self.sessions.checker()
+                relation = plan.staged_ident(table)
+                listed = plan.destination_listed[name]
+                figures = plan.destination_figures
+            figures[table_key(*name)] = result = measure(
+                conn,
+                relation,
+                listed,
+                plan.validation,
+                record_hash=plan.record_hash,
+                convert_to=plan.digest_encoding,
+            )
+            self.progress.logger.debug(
+                "Measured",
+                extra={"task": task.key, "duration_seconds": round(result.seconds, 3)},
+            )
+            if task.kind == "check_destination":
+                conn.commit()  # read-only; do not hold a snapshot between tasks
+        except psycopg.Error as exc:
+            raise CheckFailed(task.kind.removeprefix("check_"), exc) from None
+
+
+def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding: str) -> str:
+    """The SQL pg_restore writes for these entries, minus psql's \\restrict lines.
+
+    Those two lines (PostgreSQL 17.6/15.14+) are psql meta-commands that keep a
+    crafted dump from running other meta-commands; the driver runs no
+    meta-commands at all, so they are dropped. Any other backslash line is
+    unexpected and refused.
+    """
+    out = tool_output(
+        entry_sql_argv(copy_ownership=settings.copy_ownership),
+        child_env(None, settings.connect_timeout_seconds),
+        plan.archive,
+        "".join(e.line + "\n" for e in entries),
+    ).decode(encoding)
+    lines = []
+    for line in out.splitlines():
+        if line.startswith(("\\restrict ", "\\unrestrict ")):
+            continue
+        if line.startswith("\\"):
+            raise LoadError(
+                "pg_restore wrote a psql meta-command the parallel copy cannot run",
+                hint="Set ELT_JOBS=1 to use the streamed path, and report this.",
+                stderr_tail=[line[:200]],
+            )
+        lines.append(line)
+    return "\n".join(lines)
