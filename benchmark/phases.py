@@ -48,7 +48,10 @@ _STREAMED = [
         "Data extraction completed successfully",
         "copy: pg_dump | pg_restore | psql to pg_dump's end",
     ),
-    ("Data load completed successfully", "restore's tail, swap and commit (to psql's exit)"),
+    (
+        "Data load completed successfully",
+        "the restore's tail: indexes and keys, swap and commit (to psql's exit)",
+    ),
 ]
 _TAIL = [
     ("Validation summary", "validation after the copy"),
