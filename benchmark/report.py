@@ -1,4 +1,5 @@
-"""The report: the machine, the source, one table of the methods, ratios, the job's breakdown.
+"""The report: the machine, the source, one table of the methods, ratios, the job's breakdown
+(its phases among them), and the sizes mode's summary table.
 
 summarize() and headline_ratios() compute (medians, maxima, the job's time
 relative to each method); the print_* functions print, and the JSON document
@@ -95,11 +96,11 @@ def _job_summary(good: list[RunResult]) -> dict[str, Any]:
             "job_mb_per_second",
         )
     }
-    # Normally one path and one setting for every run; "/" joins them if not.
     # Where the wall time went, in the run of median wall time (benchmark/phases.py).
     middle = median_run(good)
     out["phases_run"] = None if middle is None else middle.run
     out["phases"] = [] if middle is None else middle.details.get("phases") or []
+    # Normally one path and one setting for every run; "/" joins them if not.
     out["copy_path"] = "/".join(sorted({str(v) for v in values("copy_path")})) or None
     out["elt_jobs"] = "/".join(sorted({str(v) for v in values("elt_jobs")})) or None
     out["parallel_not_used"] = sorted(set(values("parallel_not_used")))
