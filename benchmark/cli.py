@@ -6,13 +6,26 @@ A command that prints figures, not a test; run it from the clone's root:
         [--methods job,job_stream,documented,fd_j2,fc_pipe,pgcopydb] [--keep-servers]
         [--validation full] [--json FILE]
 
+Instead of --size-mb, one of these sources:
+  --sizes 100,250,1000  the synthetic source at each size in turn (default those
+                        three; methods default job,fd_j2,fc_pipe), each size
+                        reported as usual, then one table: job / best of
+                        (fd_j2, fc_pipe) and the job's peak memory, a line a size
+  --many-tables N       N small tables and one table in --partitions partitions
+                        (default 300), each with a primary key and an index:
+                        per-table costs dominate; both servers get a lock table
+                        that holds every relation at once
+  --seed                the project's seed (source_db_init/, 113 rows)
+
 It starts two fresh PostgreSQL servers (source, destination) with PostgreSQL's
 default durability settings, builds a synthetic source database of about
 --size-mb, then copies it with every method into a freshly emptied destination
 database, --runs times each, and prints one table: median wall seconds, MB/s,
 the job's time relative to each method, peak memory and whether the
 destination's row counts matched the source's; then, for the job's runs, the
-copy path taken, where its time went and how often it logged progress.
+copy path taken, where its time went and how often it logged progress, and
+phase by phase (start-up, waits and logins, snapshot, planning, copy,
+validation, swap, exit) where the wall time of its median run went.
 
 Methods:
   job         this project: elt/elt_script.py with its default settings, then
@@ -32,8 +45,10 @@ Methods:
 
 The modules: source.py builds the source, methods.py runs one method in a
 measuring worker, runner.py orchestrates the runs, sampling.py samples memory and
-reads the job's log, report.py prints; servers.py starts the servers
-(dev/pgserver.py). 1 MB is 2**20 bytes everywhere in the benchmark.
+reads the job's log, phases.py splits a job run's wall time into phases,
+report.py prints; servers.py starts the servers (dev/pgserver.py);
+many_tables.py builds the many-tables source. 1 MB is 2**20 bytes everywhere
+in the benchmark.
 """
 
 from __future__ import annotations
@@ -46,9 +61,18 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from benchmark.many_tables import build_many_tables, lock_setting
 from benchmark.methods import METHODS
-from benchmark.report import headline_ratios, machine_header, print_report, summarize
+from benchmark.report import (
+    headline_ratios,
+    machine_header,
+    print_report,
+    print_sizes_summary,
+    sizes_row,
+    summarize,
+)
 from benchmark.runner import Bench
 from benchmark.servers import (
     check_durability,
@@ -57,20 +81,45 @@ from benchmark.servers import (
     server_bindir,
     server_settings,
 )
-from benchmark.source import build_source
+from benchmark.source import SourceInfo, build_seed, build_source, check_disk
 from pgserver import PgServer
+
+DEFAULT_SIZE_MB = 100.0
+DEFAULT_SIZES = "100,250,1000"
+SIZES_METHODS = ("job", "fd_j2", "fc_pipe")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("--size-mb", type=float, default=100.0, help="source size (default 100)")
+    sources = parser.add_mutually_exclusive_group()
+    sources.add_argument("--size-mb", type=float, help="source size (default 100)")
+    sources.add_argument(
+        "--sizes",
+        nargs="?",
+        const=DEFAULT_SIZES,
+        metavar="MB,MB,...",
+        help=f"the sizes mode: each size in turn, then a table of job / best "
+        f"(default {DEFAULT_SIZES})",
+    )
+    sources.add_argument(
+        "--many-tables", type=int, metavar="N", help="N small tables and a partitioned table"
+    )
+    sources.add_argument(
+        "--seed", action="store_true", help="the project's seed (source_db_init/, 113 rows)"
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=300,
+        help="partitions of --many-tables' partitioned table (default 300)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per method (default 3)")
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help=f"comma-separated, from {','.join(METHODS)} (default: all)",
+        help=f"comma-separated, from {','.join(METHODS)} (default: all; with --sizes: "
+        f"{','.join(SIZES_METHODS)})",
     )
     parser.add_argument(
         "--warmup",
@@ -84,28 +133,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sizes(parser: argparse.ArgumentParser, text: str) -> list[float]:
+    try:
+        sizes = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--sizes takes sizes in MB separated by commas, not {text!r}")
+    if not sizes or any(size <= 0 for size in sizes):
+        parser.error("--sizes needs at least one size, each > 0")
+    return list(dict.fromkeys(sizes))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    methods = [m.strip() for m in str(args.methods).split(",") if m.strip()]
+    args.sizes = None if args.sizes is None else _sizes(parser, args.sizes)
+    default_methods = SIZES_METHODS if args.sizes else METHODS
+    methods = [m.strip() for m in str(args.methods or ",".join(default_methods)).split(",")]
+    methods = [m for m in methods if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
         parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    if args.runs < 1 or args.size_mb <= 0 or args.warmup < 0:
+    if args.sizes and not set(SIZES_METHODS) <= set(methods):
+        parser.error(
+            f"--sizes compares the job with the best tool: --methods needs "
+            f"{', '.join(SIZES_METHODS)}"
+        )
+    if args.seed or args.many_tables is not None or args.sizes:
+        args.size_mb = None
+    elif args.size_mb is None:
+        args.size_mb = DEFAULT_SIZE_MB
+    if args.runs < 1 or (args.size_mb is not None and args.size_mb <= 0) or args.warmup < 0:
         parser.error("--runs must be >= 1, --warmup >= 0 and --size-mb > 0")
+    if args.many_tables is not None and (args.many_tables < 1 or args.partitions < 1):
+        parser.error("--many-tables and --partitions must be >= 1")
     args.methods = list(dict.fromkeys(methods))
     return args
 
 
-def benchmark(args: argparse.Namespace, source: PgServer, destination: PgServer) -> None:
+def build(args: argparse.Namespace, source: PgServer) -> SourceInfo:
+    """The source database the arguments ask for."""
+    if args.seed:
+        print("loading the seed ...", flush=True)
+        return build_seed(source)
+    if args.many_tables is not None:
+        print(
+            f"building {args.many_tables} small tables and {args.partitions} partitions ...",
+            flush=True,
+        )
+        return build_many_tables(source, args.many_tables, args.partitions)
+    print(f"building a ~{args.size_mb:g} MB source ...", flush=True)
+    return build_source(source, args.size_mb)
+
+
+def server_options(args: argparse.Namespace) -> dict[str, str]:
+    """Settings other than the defaults: a lock table that holds a many-tables source."""
+    if args.many_tables is None:
+        return {}
+    locks = lock_setting(args.many_tables, args.partitions)
+    return {"max_locks_per_transaction": str(locks)}
+
+
+def benchmark(
+    args: argparse.Namespace, source: PgServer, destination: PgServer
+) -> tuple[dict[str, Any], SourceInfo]:
+    """Build the source, run every method, print the report; return the figures."""
     methods: list[str] = args.methods
     if "pgcopydb" in methods and shutil.which("pgcopydb") is None:
         print("pgcopydb: not installed, skipped")
         methods = [m for m in methods if m != "pgcopydb"]
-    print(f"building a ~{args.size_mb:g} MB source ...", flush=True)
-    info = build_source(source, args.size_mb)
+    info = build(args, source)
     header = machine_header(source)
-    settings = server_settings(source)
+    settings = server_settings(source, tuple(server_options(args)))
     with tempfile.TemporaryDirectory(prefix="elt-bench-") as work_root:
         bench = Bench(args, source, destination, info, Path(work_root))
         run_all(bench, methods)
@@ -121,18 +219,29 @@ def benchmark(args: argparse.Namespace, source: PgServer, destination: PgServer)
         ratios=ratios,
         rows=rows,
     )
-    if args.json:
-        document = {
-            "machine": header,
-            "server_settings": settings,
-            "source": asdict(info),
-            "arguments": {k: v for k, v in vars(args).items() if k != "json"},
-            "summary": rows,
-            "ratios": ratios,
-            "runs": [asdict(r) for r in bench.results],
-        }
-        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
-        print(f"results written to {args.json}")
+    document = {
+        "machine": header,
+        "server_settings": settings,
+        "source": asdict(info),
+        "arguments": {k: v for k, v in vars(args).items() if k != "json"},
+        "summary": rows,
+        "ratios": ratios,
+        "runs": [asdict(r) for r in bench.results],
+    }
+    return document, info
+
+
+def run_sizes(args: argparse.Namespace, source: PgServer, destination: PgServer) -> dict[str, Any]:
+    """The sizes mode: every size as one benchmark, then one summary table."""
+    documents, entries = [], []
+    for size in args.sizes:
+        print(f"\n=== {size:g} MB ===", flush=True)
+        sized = argparse.Namespace(**{**vars(args), "size_mb": size})
+        document, info = benchmark(sized, source, destination)
+        documents.append(document)
+        entries.append(sizes_row(size, info, document["summary"]))
+    print_sizes_summary(entries, args.runs)
+    return {"sizes": entries, "invocations": documents}
 
 
 def run_all(bench: Bench, methods: list[str]) -> None:
@@ -166,15 +275,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     bindir = server_bindir()
+    largest = max(args.sizes or [args.size_mb or 0.0])
+    # The servers' directories and the dump directories are both under TMPDIR.
+    check_disk(largest, Path(tempfile.gettempdir()))
     servers: list[PgServer] = []
     try:
         for name in ("bench-source", "bench-destination"):
-            server = make_server(name, bindir)
+            server = make_server(name, bindir, server_options(args))
             servers.append(server)
             server.init()
             server.start()
             check_durability(server)
-        benchmark(args, servers[0], servers[1])
+        if args.sizes:
+            document = run_sizes(args, servers[0], servers[1])
+        else:
+            document, _ = benchmark(args, servers[0], servers[1])
+        if args.json:
+            args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+            print(f"results written to {args.json}")
     finally:
         for server in servers:
             if args.keep_servers:

@@ -89,6 +89,8 @@ def _method_job(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     # log, kept in a file and parsed by the orchestrator.
     out_path, err_path = work / "job.stdout", work / "job.stderr"
     with out_path.open("wb") as out, err_path.open("wb") as err:
+        # Wall-clock times, to set against the log lines' timestamps (benchmark/phases.py).
+        started_at = time.time()
         proc = subprocess.run(
             [spec["python"], spec["script"]],
             cwd=spec["repo"],
@@ -97,13 +99,19 @@ def _method_job(spec: dict[str, Any], work: Path) -> dict[str, Any]:
             check=False,
             timeout=spec["timeout"],  # a safety net against a hung run, not a measurement
         )
+        ended_at = time.time()
     logs = []
     for line in out_path.read_text().splitlines():
         try:
             logs.append(json.loads(line))
         except ValueError:  # every line should be JSON; report one that is not, do not die
             logs.append({"level": "NOT-JSON", "message": line})
-    result: dict[str, Any] = {"ok": proc.returncode == 0, "logs": logs}
+    result: dict[str, Any] = {
+        "ok": proc.returncode == 0,
+        "logs": logs,
+        "started_at": started_at,
+        "ended_at": ended_at,
+    }
     if proc.returncode != 0:
         errors = [f"{x.get('message')}: {x.get('error')}" for x in logs if x["level"] == "ERROR"]
         detail = errors[-1] if errors else tail(err_path.read_text())

@@ -1,4 +1,5 @@
-"""The report: the machine, the source, one table of the methods, ratios, the job's breakdown.
+"""The report: the machine, the source, one table of the methods, ratios, the job's breakdown
+(its phases among them), and the sizes mode's summary table.
 
 summarize() and headline_ratios() compute (medians, maxima, the job's time
 relative to each method); the print_* functions print, and the JSON document
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.methods import JOB_METHODS
+from benchmark.phases import format_phases, median_run
 from benchmark.runner import RunResult
 from benchmark.sampling import TreeSampler
 from benchmark.source import MB, SCHEMA, TABLES, SourceInfo
@@ -94,6 +96,10 @@ def _job_summary(good: list[RunResult]) -> dict[str, Any]:
             "job_mb_per_second",
         )
     }
+    # Where the wall time went, in the run of median wall time (benchmark/phases.py).
+    middle = median_run(good)
+    out["phases_run"] = None if middle is None else middle.run
+    out["phases"] = [] if middle is None else middle.details.get("phases") or []
     # Normally one path and one setting for every run; "/" joins them if not.
     out["copy_path"] = "/".join(sorted({str(v) for v in values("copy_path")})) or None
     out["elt_jobs"] = "/".join(sorted({str(v) for v in values("elt_jobs")})) or None
@@ -175,10 +181,20 @@ def _print_setting(
         f"loadavg at start {' '.join(f'{x:.2f}' for x in header['loadavg'])}"
     )
     print(f"servers: {settings}")
-    print(
+    size = (
         f"source: {src.size_bytes / MB:.1f} MB (pg_database_size; empty database "
-        f"{src.empty_bytes / MB:.1f} MB), requested {args.size_mb:g} MB, "
-        f"scale {src.units}, built in {src.build_seconds:.1f} s"
+        f"{src.empty_bytes / MB:.1f} MB)"
+    )
+    if src.kind != "shop":
+        print(f"{size}, {src.description}, built in {src.build_seconds:.1f} s")
+        print(
+            f"  {len(src.rows)} tables in schema {src.schema}: {sum(src.rows.values()):,} rows, "
+            f"{sum(src.table_bytes.values()) / MB:.1f} MB with their indexes"
+        )
+        return
+    print(
+        f"{size}, requested {args.size_mb:g} MB, scale {src.units}, built in "
+        f"{src.build_seconds:.1f} s"
     )
     user_bytes = sum(src.table_bytes.values()) or 1
     for table in TABLES:
@@ -231,9 +247,11 @@ def _print_notes(results: Sequence[RunResult]) -> None:
     """Failed or doubtful runs, and what the documented method held in memory."""
     for r in results:
         if r.error or r.row_diffs or r.details.get("sql_errors") or r.details.get("warnings"):
+            diffs = dict(list(r.row_diffs.items())[:5])  # a source may have thousands of tables
+            more = f" and {len(r.row_diffs) - 5} more" if len(r.row_diffs) > 5 else ""
             print(
                 f"note: {r.method} run {r.run}: error={r.error or '-'} "
-                f"row_diffs={r.row_diffs or '-'} sql_errors={r.details.get('sql_errors', '-')} "
+                f"row_diffs={diffs or '-'}{more} sql_errors={r.details.get('sql_errors', '-')} "
                 f"warnings={r.details.get('warnings', '-')}"
             )
     for r in results:
@@ -288,6 +306,52 @@ def print_job_breakdown(row: dict[str, Any]) -> None:
         print(f"  parallel copy not used: {reason}")
     print(f"  the rest {rest:.2f} s (Python start-up, connections, snapshot)")
     _print_progress(row)
+    if row.get("phases"):
+        print(
+            f"  where the wall time went, run {row['phases_run']} (the median run), from "
+            "the log lines' timestamps and the process's start and exit:"
+        )
+        for line in format_phases(row["phases"]):
+            print(line)
+
+
+def sizes_row(size_mb: float, source: SourceInfo, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One size's line of the sizes mode's summary: the job against the best tool."""
+    by_method = {r["method"]: r for r in rows}
+    job = by_method.get("job", {})
+    ratios = headline_ratios(rows)
+    best = ratios.get("best_of_fd_j2_fc_pipe")
+    return {
+        "size_mb": size_mb,
+        "source_mb": source.size_bytes / MB,
+        "copy_path": job.get("copy_path"),
+        "job_s": job.get("wall_s"),
+        "best": best,
+        "best_s": by_method[best]["wall_s"] if best else None,
+        "job_over_best": ratios.get("job_over_best_of_fd_j2_fc_pipe"),
+        "job_peak_proc_mb": job.get("peak_proc_mb"),
+    }
+
+
+def print_sizes_summary(entries: list[dict[str, Any]], runs: int) -> None:
+    """The sizes mode's last table: one line a size (see sizes_row)."""
+    print(
+        f"\nsizes: the job against the best of (fd_j2, fc_pipe), medians of {runs} run(s) "
+        "each, one invocation; job peak proc MB: the job's largest process (ru_maxrss), "
+        "maximum over runs"
+    )
+    head = (
+        f"{'size MB':>8} {'source MB':>9} {'job path':<9} {'job s':>7} {'best s':>7} "
+        f"{'best':<8} {'job/best':>8} {'job peak proc MB':>16}"
+    )
+    print(head)
+    print("-" * len(head))
+    for e in entries:
+        print(
+            f"{e['size_mb']:>8g} {e['source_mb']:>9.1f} {e['copy_path'] or '-':<9} "
+            f"{_fmt(e['job_s']):>7} {_fmt(e['best_s']):>7} {e['best'] or '-':<8} "
+            f"{_fmt(e['job_over_best']):>8} {_fmt(e['job_peak_proc_mb'], '.1f'):>16}"
+        )
 
 
 def _print_progress(row: dict[str, Any]) -> None:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.methods import JOB_METHODS, tail
+from benchmark.phases import job_phases
 from benchmark.sampling import TreeSampler, job_breakdown
-from benchmark.source import DESTINATION_DB, MB, SOURCE_DB, TABLES, SourceInfo, table_counts
+from benchmark.source import DESTINATION_DB, MB, SOURCE_DB, SourceInfo, table_counts
 from pgserver import PgServer, job_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +58,8 @@ class Bench:
     @property
     def timeout(self) -> float:
         # A safety net per client tool: generous, since the machine is noisy.
-        return max(900.0, 30.0 * float(self.args.size_mb))
+        size_mb, tables = self.args.size_mb or 0.0, self.args.many_tables or 0
+        return max(900.0, 30.0 * float(size_mb), 1.0 * tables)
 
     def worker_env(self, method: str) -> dict[str, str]:
         # Exactly the tests' job environment (no copy-path setting: the job's
@@ -141,18 +143,20 @@ class Bench:
     def record(
         self, method: str, run: int, data: dict[str, Any], sampler: TreeSampler
     ) -> RunResult:
-        counts = table_counts(self.destination, DESTINATION_DB)
+        counts = table_counts(self.destination, DESTINATION_DB, self.source_info.schema)
         diffs = {
-            t: [self.source_info.rows[t], counts[t]]
-            for t in TABLES
-            if counts[t] != self.source_info.rows[t]
+            t: [rows, counts.get(t, -1)]
+            for t, rows in self.source_info.rows.items()
+            if counts.get(t, -1) != rows
         }
         single_kb = int(data.get("children_maxrss_kb", 0))
         if method == "documented":
             single_kb = max(single_kb, int(data.get("self_maxrss_kb", 0)))
         details = {k: v for k, v in data.items() if k not in ("ok", "error", "logs", "seconds")}
         if method in JOB_METHODS:
-            details.update(job_breakdown(data.get("logs", [])))
+            logs = data.get("logs", [])
+            details.update(job_breakdown(logs))
+            details["phases"] = job_phases(logs, data.get("started_at"), data.get("ended_at"))
         result = RunResult(
             method=method,
             run=run,

@@ -40,8 +40,10 @@ def server_bindir() -> Path:
     return found
 
 
-def make_server(name: str, bindir: Path) -> PgServer:
-    return PgServer(name, bindir, PASSWORD, durable=True)
+def make_server(name: str, bindir: Path, settings: dict[str, str] | None = None) -> PgServer:
+    """A durable server; `settings`: server settings other than the defaults."""
+    options = " ".join(f"-c {k}={v}" for k, v in (settings or {}).items())
+    return PgServer(name, bindir, PASSWORD, durable=True, extra_options=options)
 
 
 def check_durability(server: PgServer) -> None:
@@ -51,8 +53,9 @@ def check_durability(server: PgServer) -> None:
             raise RuntimeError(f"{server.name}: {name}={value}, the benchmark needs {expected}")
 
 
-def server_settings(server: PgServer) -> str:
-    values = [f"{n}={server.query('postgres', f'SHOW {n}')[0][0]}" for n in REPORTED_SETTINGS]
+def server_settings(server: PgServer, more: tuple[str, ...] = ()) -> str:
+    names = REPORTED_SETTINGS + more
+    values = [f"{n}={server.query('postgres', f'SHOW {n}')[0][0]}" for n in names]
     return " ".join(values)
 
 

@@ -1,30 +1,94 @@
-"""The benchmark's pure parts (benchmark/): its command line, the ratios it reports,
-and what it reads from the job's log. No database: the benchmark itself is run by
-hand (README, Performance), never timed by the suite."""
+"""The benchmark (benchmark/): its command line, the ratios it reports, what it reads
+from the job's log and the phases it splits a run into; its source builders and one
+run of each kind against real servers (tiny sources). Nothing here times anything:
+the benchmark itself is run by hand (docs/performance.md), never timed by the suite."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmark.cli import parse_args
-from benchmark.report import headline_ratios, summarize
-from benchmark.runner import RunResult
+from benchmark.many_tables import MANY_SCHEMA, PARTITIONED, build_many_tables, lock_setting
+from benchmark.methods import JOB_METHODS
+from benchmark.phases import job_phases, median_run, when
+from benchmark.report import (
+    headline_ratios,
+    machine_header,
+    print_report,
+    print_sizes_summary,
+    sizes_row,
+    summarize,
+)
+from benchmark.runner import Bench, RunResult
 from benchmark.sampling import job_breakdown
-from benchmark.source import MB
+from benchmark.source import (
+    MB,
+    SOURCE_DB,
+    SourceInfo,
+    build_seed,
+    build_source,
+    check_disk,
+    disk_needed_bytes,
+    row_plan,
+)
+from conftest import SEED_COUNTS
+from pgserver import PgServer
+
+ALL_METHODS = ["job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb"]
 
 
 @pytest.mark.parametrize(
     ("argv", "methods"),
     [
-        ([], ["job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb"]),
+        ([], ALL_METHODS),
         (["--methods", "fc_pipe, job,fc_pipe"], ["fc_pipe", "job"]),
         (["--methods", "job", "--runs", "1", "--size-mb", "0.5", "--warmup", "0"], ["job"]),
+        (["--sizes"], ["job", "fd_j2", "fc_pipe"]),
+        (
+            ["--sizes", "5,10", "--methods", "fc_pipe,fd_j2,job,documented"],
+            ["fc_pipe", "fd_j2", "job", "documented"],
+        ),
+        (["--many-tables", "3000"], ALL_METHODS),
+        (["--seed", "--runs", "1"], ALL_METHODS),
     ],
 )
 def test_the_command_line_accepts(argv: list[str], methods: list[str]) -> None:
     assert parse_args(argv).methods == methods
+
+
+@pytest.mark.parametrize(
+    ("argv", "size_mb", "sizes", "many_tables", "partitions", "seed"),
+    [
+        ([], 100.0, None, None, 300, False),
+        (["--size-mb", "5000"], 5000.0, None, None, 300, False),
+        (["--sizes"], None, [100.0, 250.0, 1000.0], None, 300, False),
+        (["--sizes", "1000,250, 100,250"], None, [1000.0, 250.0, 100.0], None, 300, False),
+        (["--many-tables", "3000"], None, None, 3000, 300, False),
+        (["--many-tables", "10", "--partitions", "4"], None, None, 10, 4, False),
+        (["--seed"], None, None, None, 300, True),
+    ],
+)
+def test_the_command_line_chooses_one_source(
+    argv: list[str],
+    size_mb: float | None,
+    sizes: list[float] | None,
+    many_tables: int | None,
+    partitions: int,
+    seed: bool,
+) -> None:
+    args = parse_args(argv)
+    assert (args.size_mb, args.sizes, args.many_tables, args.partitions, args.seed) == (
+        size_mb,
+        sizes,
+        many_tables,
+        partitions,
+        seed,
+    )
 
 
 @pytest.mark.parametrize(
@@ -37,6 +101,14 @@ def test_the_command_line_accepts(argv: list[str], methods: list[str]) -> None:
         ["--warmup", "-1"],
         ["--validation", "some"],
         ["--worker"],  # the worker is benchmark/methods.py, not an option
+        ["--sizes", "100", "--size-mb", "5"],  # one source at a time
+        ["--seed", "--many-tables", "3"],
+        ["--sizes", "0"],
+        ["--sizes", "100,abc"],
+        ["--sizes", ","],
+        ["--sizes", "100", "--methods", "job,fc_pipe"],  # job / best needs both tools
+        ["--many-tables", "0"],
+        ["--many-tables", "5", "--partitions", "0"],
     ],
 )
 def test_the_command_line_refuses(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,3 +196,249 @@ def test_job_breakdown_reads_the_copy_validation_and_the_longest_progress_gap() 
     assert found["progress_max_gap_s"] == 4.0
     assert found["progress_max_gap_at"] == "progress line 2 -> data load completed"
     assert found["extraction_to_load_s"] == 6.0
+
+
+# --- the phases of one job run (benchmark/phases.py) ---------------------------
+# The marks of two real runs of the job on the seed (PostgreSQL 17, 2026-11-29):
+# the default settings (one stream), and the parallel path forced.
+STREAMED_LOG = [
+    ("12:30:15.467584", "Starting ELT pipeline"),
+    ("12:30:15.467905", "Configuration loaded from environment"),
+    ("12:30:15.468105", "Waiting for databases to be ready"),
+    ("12:30:15.537484", "Database connection successful"),
+    ("12:30:15.612164", "Database connection successful"),
+    ("12:30:15.775167", "Parallel copy not used"),
+    ("12:30:15.781744", "Starting data extraction from source database"),
+    ("12:30:15.991754", "Table copied"),
+    ("12:30:16.033871", "Data extraction completed successfully"),
+    ("12:30:16.084638", "Copy progress"),
+    ("12:30:16.084920", "Data load completed successfully"),
+    ("12:30:16.131252", "Table validated"),
+    ("12:30:16.132015", "Validation summary"),
+    ("12:30:16.132165", "ELT pipeline completed successfully"),
+]
+PARALLEL_LOG = [
+    ("12:30:16.816669", "Starting ELT pipeline"),
+    ("12:30:16.817157", "Configuration loaded from environment"),
+    ("12:30:16.817432", "Waiting for databases to be ready"),
+    ("12:30:16.891614", "Database connection successful"),
+    ("12:30:16.960253", "Database connection successful"),
+    ("12:30:17.102918", "Parallel copy workers sized"),
+    ("12:30:17.751989", "Parallel copy planned"),
+    ("12:30:17.817139", "Starting data extraction from source database"),
+    ("12:30:17.872046", "Table copied"),
+    ("12:30:18.318698", "Copy progress"),
+    ("12:30:18.319039", "Data extraction completed successfully"),
+    ("12:30:18.386588", "Data load completed successfully"),
+    ("12:30:18.428749", "Table validated"),
+    ("12:30:18.429555", "Validation summary"),
+    ("12:30:18.429734", "ELT pipeline completed successfully"),
+]
+
+
+def log_of(marks: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [
+        {"timestamp": f"2026-11-29T{at}+00:00", "level": "INFO", "message": message}
+        for at, message in marks
+    ]
+
+
+def phases_of(logs: list[dict[str, Any]]) -> dict[str, float]:
+    """The phases of a run that started 0.1 s before its first line and exited 0.05 s
+    after its last, keyed by the first words of each phase."""
+    started, ended = when(logs[0]) - 0.1, when(logs[-1]) + 0.05
+    found = job_phases(logs, started, ended)
+    assert sum(s for _, s in found) == pytest.approx(ended - started)
+    return {what.split(":")[0].split(",")[0]: round(s, 6) for what, s in found}
+
+
+def test_the_phases_of_a_streamed_run() -> None:
+    assert phases_of(log_of(STREAMED_LOG)) == {
+        "start-up": 0.1,
+        "settings read": 0.000521,
+        "waits and logins": 0.144059,
+        "snapshot": 0.163003,
+        "lock check": 0.006577,
+        "copy": 0.252127,
+        "the restore's tail": 0.051049,
+        "validation after the copy": 0.047095,
+        "snapshot and sessions closed": 0.00015,
+        "exit": 0.05,
+    }
+
+
+def test_the_phases_of_a_parallel_run() -> None:
+    assert phases_of(log_of(PARALLEL_LOG)) == {
+        "start-up": 0.1,
+        "settings read": 0.000763,
+        "waits and logins": 0.142821,
+        "snapshot": 0.142665,
+        "planning (the schema through the scratch database)": 0.649071,
+        "staging schemas created (pre-data)": 0.06515,
+        "copy": 0.501900,
+        "staging finished": 0.067549,
+        "validation after the copy": 0.042967,
+        "snapshot and sessions closed": 0.000179,
+        "exit": 0.05,
+    }
+
+
+def test_a_mark_not_logged_merges_its_phase_into_the_next() -> None:
+    # ELT_JOBS=1 never considers the parallel copy, so never says it is not used.
+    logs = log_of([m for m in STREAMED_LOG if m[1] != "Parallel copy not used"])
+    found = job_phases(logs, when(logs[0]) - 0.1, when(logs[-1]) + 0.05)
+    merged = [what for what, _ in found if "+" in what]
+    assert merged == [
+        "snapshot, pg_dump --version, catalog reads, run lock, checks; size (the path's "
+        "choice) + lock check, table sizes"
+    ]
+    assert dict(found)[merged[0]] == pytest.approx(0.169580)
+
+
+def test_no_phases_without_the_process_times() -> None:
+    assert job_phases(log_of(STREAMED_LOG), None, None) == []
+
+
+def test_the_median_run_is_the_middle_one_by_wall_time() -> None:
+    runs = [result("job", 1, 3.0), result("job", 2, 1.0), result("job", 3, 2.0)]
+    assert median_run(runs) is runs[2]
+    assert median_run(runs[:2]) is runs[1]  # of two, the faster
+    assert median_run([]) is None
+
+
+def test_the_sizes_summary_has_one_line_a_size(capsys: pytest.CaptureFixture[str]) -> None:
+    def rows(job: float, fd: float, fc: float) -> list[dict[str, Any]]:
+        return [
+            {"method": "job", "wall_s": job, "peak_proc_mb": 38.5, "copy_path": "parallel"},
+            {"method": "fd_j2", "wall_s": fd},
+            {"method": "fc_pipe", "wall_s": fc},
+        ]
+
+    info = SourceInfo(101 * MB, 7 * MB, 1, 1.0, {}, {})
+    entries = [sizes_row(100, info, rows(2.0, 1.6, 1.8)), sizes_row(1000, info, rows(9.0, 10, 12))]
+    assert [(e["best"], e["job_over_best"]) for e in entries] == [
+        ("fd_j2", pytest.approx(1.25)),
+        ("fd_j2", pytest.approx(0.9)),
+    ]
+    print_sizes_summary(entries, 3)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].split() == [
+        "100",
+        "101.0",
+        "parallel",
+        "2.00",
+        "1.60",
+        "fd_j2",
+        "1.25",
+        "38.5",
+    ]
+    assert lines[-1].split()[0] == "1000"
+
+
+# --- the sources -----------------------------------------------------------------
+
+
+def test_the_row_plan_scales_with_the_size_and_stays_linear_up_to_5_gb() -> None:
+    empty = 7 * MB
+    units_100, rows_100 = row_plan(100, empty)
+    units_5000, rows_5000 = row_plan(5000, empty)
+    assert units_5000 / units_100 == pytest.approx((5000 * MB - empty) / (100 * MB - empty), 1e-4)
+    assert rows_5000["events"] / rows_100["events"] == pytest.approx(units_5000 / units_100, 1e-4)
+    assert row_plan(0.001, empty) == (100, row_plan(0.002, empty)[1])  # the smallest scale
+
+
+def test_the_disk_check_refuses_a_size_the_disk_cannot_hold(tmp_path: Path) -> None:
+    check_disk(1, tmp_path)  # 2 GiB and a few MB: there is that much here
+    with pytest.raises(SystemExit, match=r"needs about .* GiB of disk under"):
+        check_disk(10**9, tmp_path)  # a petabyte
+    assert disk_needed_bytes(5000) > 3 * 5000 * MB
+
+
+def test_the_lock_table_grows_with_the_tables() -> None:
+    assert lock_setting(7, 3) == 64  # PostgreSQL's default is enough
+    assert lock_setting(3000, 300) == 256
+
+
+def test_the_shop_at_a_small_size(source_server: PgServer) -> None:
+    info = build_source(source_server, 12)
+    units, planned = row_plan(12, info.empty_bytes)
+    assert info.units == units
+    for table, rows in planned.items():
+        assert info.rows[table] == rows, table
+    assert planned["orders"] <= info.rows["order_items"] <= 4 * planned["orders"]
+    assert list(info.rows) == ["customers", "products", "orders", "order_items", "events"]
+    assert info.size_bytes > info.empty_bytes
+
+
+def test_the_seed_source(source_server: PgServer) -> None:
+    info = build_seed(source_server)
+    assert info.rows == SEED_COUNTS
+    assert (info.kind, info.schema) == ("seed", "public")
+
+
+def test_the_many_tables_source(source_server: PgServer) -> None:
+    info = build_many_tables(source_server, 7, 3)
+    assert (info.kind, info.schema, info.units) == ("many-tables", MANY_SCHEMA, 7)
+    partitions = [f"{PARTITIONED}_p{i:04d}" for i in (1, 2, 3)]
+    assert info.rows == {
+        **{f"t{i:05d}": 20 for i in range(1, 8)},
+        **dict.fromkeys(partitions, 140),
+    }
+    catalog = source_server.query(
+        SOURCE_DB,
+        f"""SELECT (SELECT count(*) FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid
+                    WHERE c.relnamespace = '{MANY_SCHEMA}'::regnamespace AND i.indisprimary),
+                   (SELECT count(*) FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid
+                    WHERE c.relnamespace = '{MANY_SCHEMA}'::regnamespace),
+                   (SELECT count(*) FROM pg_inherits
+                    WHERE inhparent = '{MANY_SCHEMA}.{PARTITIONED}'::regclass)""",
+    )
+    # A primary key and an index on each of 7 tables, 3 partitions and their parent.
+    assert catalog == [(11, 22, 3)]
+
+
+def test_a_run_of_each_kind_on_the_many_tables_source(
+    source_server: PgServer,
+    destination_server: PgServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The job on both copy paths and a client tool, through the benchmark's own
+    runner and report: rows checked, and the phases of a real run."""
+    info = build_many_tables(source_server, 5, 2)
+    # A copy path of its own for this test: the parallel one, on a tiny source.
+    monkeypatch.setitem(JOB_METHODS, "job_stream", {"ELT_PARALLEL_MIN_MB": "0", "ELT_JOBS": "2"})
+    args = argparse.Namespace(
+        size_mb=None, many_tables=5, runs=1, warmup=0, validation="full", methods=[]
+    )
+    bench = Bench(args, source_server, destination_server, info, tmp_path)
+    for method in ("job", "job_stream", "fc_pipe"):
+        run = bench.run_once(method, 1)
+        assert run.ok, run.error
+        assert run.rows_match, run.row_diffs
+    job, parallel = bench.results[0], bench.results[1]
+    assert (job.details["copy_path"], parallel.details["copy_path"]) == ("streamed", "parallel")
+    for run in (job, parallel):
+        phases = run.details["phases"]
+        assert phases[0][0].startswith("start-up")
+        assert phases[-1][0].startswith("exit")
+        total = run.details["ended_at"] - run.details["started_at"]
+        assert sum(s for _, s in phases) == pytest.approx(total)
+        assert all(s >= 0 for _, s in phases)
+    assert any(what.startswith("planning") for what, _ in parallel.details["phases"])
+    assert json.dumps(bench.results[0].details)  # --json can write it
+    rows = summarize(bench.results, ["job", "job_stream", "fc_pipe"], info.size_bytes)
+    print_report(
+        header=machine_header(source_server),
+        settings="",
+        args=args,
+        source=info,
+        results=bench.results,
+        ratios=headline_ratios(rows),
+        rows=rows,
+    )
+    out = capsys.readouterr().out
+    assert "5 small tables" in out
+    assert "7 tables in schema many: 380 rows" in out
+    assert out.count("where the wall time went, run 1 (the median run)") == 2
