@@ -139,6 +139,35 @@ def icu_server(source_server: PgServer, request: pytest.FixtureRequest) -> PgSer
     return server
 
 
+# --- tiers: the markers of pyproject.toml, given by what a test needs ------------
+
+# Every fixture that starts a PostgreSQL server takes its binaries from one of
+# these, so a test whose fixtures reach one needs real servers.
+SERVER_BINARIES = frozenset({"bindir", "old_bindir"})
+# dbt (.venv-dbt) takes seconds to start, with or without a database.
+DBT = frozenset({"dbt_bin"})
+NEEDS = ("server", "dbt", "docker")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `server` every test whose fixtures start a server, `dbt` every test
+    whose fixtures run dbt, and `nodb` every test that needs none of server, dbt
+    or docker. Tests that start servers on their own (dev/stack's) are marked
+    `server` where they are written, and test_docker.py is marked `docker`."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_BINARIES:
+            item.add_marker(pytest.mark.server)
+        if fixtures & DBT:
+            item.add_marker(pytest.mark.dbt)
+        needs = [name for name in NEEDS if item.get_closest_marker(name)]
+        if needs and item.get_closest_marker("nodb"):
+            raise pytest.UsageError(f"{item.nodeid} is marked nodb but needs {needs[0]}")
+        if not needs:
+            item.add_marker(pytest.mark.nodb)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """What a CI log must show: the versions this run tested."""
     found = default_bindir()
