@@ -16,17 +16,22 @@ import contextlib
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# ruamel.yaml is not a dependency of its own: it comes with check-jsonschema
+# (requirements-dev.txt), which parses YAML with it. PyYAML is not installed.
+from ruamel.yaml import YAML
 
 import pgserver
 from pgserver import (
@@ -166,6 +171,72 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid} is marked nodb but needs {needs[0]}")
         if not needs:
             item.add_marker(pytest.mark.nodb)
+
+
+# --- the stack's settings files: docker-compose.yaml, .env.example ---------------
+
+COMPOSE_FILE = REPO / "docker-compose.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
+# Compose-only settings (the job never reads them): where the databases are
+# published on the host.
+PUBLISHING = ("PUBLISH_ADDRESS", "SOURCE_PUBLISH_PORT", "DESTINATION_PUBLISH_PORT")
+
+
+def load_yaml(path: Path) -> Any:
+    # The safe loader builds plain dicts and lists (and YAML 1.2 scalars, as
+    # compose does: an unquoted `no` stays a string).
+    return YAML(typ="safe", pure=True).load(path)
+
+
+@pytest.fixture(scope="session")
+def compose() -> dict[str, Any]:
+    document = load_yaml(COMPOSE_FILE)
+    assert isinstance(document, dict), f"{COMPOSE_FILE.name} is not a mapping"
+    return document
+
+
+@dataclass
+class EnvFile:
+    values: dict[str, str] = field(default_factory=dict)  # NAME=value lines
+    commented: dict[str, str] = field(default_factory=dict)  # `# NAME=value` lines
+    undocumented: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+ASSIGNMENT = re.compile(r"(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)")
+COMMENTED_ASSIGNMENT = re.compile(r"#\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)")
+# What compose and a naive `name, _, value = line.partition("=")` read alike.
+PLAIN_VALUE = re.compile(r"[^\s'\"#$\\]*")
+
+
+def parse_env_file(text: str) -> EnvFile:
+    """Read .env.example the strict way: each variable documented by the comment line above it."""
+    env = EnvFile()
+    previous_is_prose = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        active, commented = ASSIGNMENT.fullmatch(line), COMMENTED_ASSIGNMENT.fullmatch(line)
+        match = active or commented
+        if match is not None:
+            name, value = match["name"], match["value"]
+            target = env.values if active else env.commented
+            if name in env.values or name in env.commented:
+                env.problems.append(f"line {number}: {name} is defined twice")
+            if not PLAIN_VALUE.fullmatch(value):
+                env.problems.append(
+                    f"line {number}: value of {name} is not a plain value: {value!r}"
+                )
+            if not previous_is_prose:
+                env.undocumented.append(name)
+            target[name] = value
+        elif line.strip() and not line.startswith("#"):
+            env.problems.append(f"line {number}: not a NAME=value line: {line!r}")
+        previous_is_prose = line.startswith("#") and match is None
+    return env
+
+
+@pytest.fixture(scope="session")
+def env_example() -> EnvFile:
+    return parse_env_file(ENV_EXAMPLE.read_text(encoding="utf-8"))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -371,6 +442,55 @@ def finish(job: subprocess.Popen[str], env: dict[str, str]) -> EltRun:
         assert secret not in stdout
         assert secret not in stderr
     return EltRun(job.returncode, stdout, stderr, logs)
+
+
+def loaded_then_changed(dbs: Databases) -> str:
+    """A destination with a first copy in it, and a source a re-run would change."""
+    first = run_elt(dbs.env())
+    assert first.returncode == 0, first.stdout
+    dbs.source.execute("source_db", "DELETE FROM film_actors; UPDATE users SET email = NULL")
+    return dbs.destination.fingerprint("destination_db")
+
+
+def rerun_succeeds(dbs: Databases) -> None:
+    again = run_elt(dbs.env())
+    assert again.returncode == 0, again.stdout
+    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Child processes of `pid` (recursively) and their command lines."""
+    children: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                children[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in children.items():
+            if ppid == parent and child not in found:
+                with contextlib.suppress(OSError):
+                    cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                    if cmdline:  # empty for a child that has exited but is not yet reaped
+                        found[child] = cmdline.replace(b"\0", b" ").decode("utf-8", "replace")
+                        frontier.append(child)
+    return found
+
+
+def leftovers(dbs: Databases) -> tuple[list[str], list[str]]:
+    """Staging schemas in destination_db and scratch databases on the destination server."""
+    schemas = dbs.destination.query(
+        "destination_db",
+        "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'elt_staging_') ORDER BY 1",
+    )
+    databases = dbs.destination.query(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE starts_with(datname, 'elt_scratch_') ORDER BY 1",
+    )
+    return [str(r[0]) for r in schemas], [str(r[0]) for r in databases]
 
 
 # A load that fails late, on either path: an event trigger (in a schema the load

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from test_parallel import leftovers
 
 from conftest import (
     PASSWORD,
@@ -29,6 +28,7 @@ from conftest import (
     Databases,
     PgServer,
     both_paths,
+    leftovers,
     run_elt,
     running,
     the_error,
