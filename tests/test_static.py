@@ -224,7 +224,7 @@ def test_dbt_runs_only_after_a_load_that_succeeded(compose: dict[str, Any]) -> N
     assert depends_on.get("elt_script") == {"condition": "service_completed_successfully"}
 
 
-@pytest.mark.parametrize(("client", "side"), CLIENTS, ids="-".join)
+@pytest.mark.parametrize(("client", "side"), CLIENTS, ids=[f"{c}-{s}" for c, s in CLIENTS])
 def test_clients_reach_the_servers_by_service_name_and_container_port(
     compose: dict[str, Any], client: str, side: str
 ) -> None:
@@ -238,7 +238,7 @@ def test_clients_reach_the_servers_by_service_name_and_container_port(
     assert port in published
 
 
-@pytest.mark.parametrize(("client", "side"), CLIENTS, ids="-".join)
+@pytest.mark.parametrize(("client", "side"), CLIENTS, ids=[f"{c}-{s}" for c, s in CLIENTS])
 def test_clients_log_in_as_the_server_was_created(
     compose: dict[str, Any], client: str, side: str
 ) -> None:
