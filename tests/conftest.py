@@ -152,6 +152,9 @@ SERVER_BINARIES = frozenset({"bindir", "old_bindir"})
 # dbt (.venv-dbt) takes seconds to start, with or without a database.
 DBT = frozenset({"dbt_bin"})
 NEEDS = ("server", "dbt", "docker")
+# The markers of every test file collected, before `-m` deselects any:
+# tests/test_docs.py checks the tier table of docs/development.md against them.
+COLLECTED_MARKERS: dict[str, set[str]] = {}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -171,6 +174,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid} is marked nodb but needs {needs[0]}")
         if not needs:
             item.add_marker(pytest.mark.nodb)
+        tiers = COLLECTED_MARKERS.setdefault(item.path.name, set())
+        tiers.update(name for name in (*NEEDS, "nodb") if item.get_closest_marker(name))
 
 
 # --- the stack's settings files: docker-compose.yaml, .env.example ---------------

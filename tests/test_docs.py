@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PUBLISHING, EnvFile
+from conftest import COLLECTED_MARKERS, PUBLISHING, EnvFile
 from elt import config, errors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -310,13 +310,59 @@ def test_documented_log_messages_exist_in_the_code(message: str) -> None:
 TIERS = {"no database", "real servers", "both", "Docker"}
 
 
-def test_tier_table_lists_every_test_file() -> None:
+def tier_rows() -> dict[str, str]:
+    """File name -> tier column of the test table in docs/development.md."""
     rows = re.findall(
         r"^\| `tests/(test_\w+\.py)` \| ([^|]+) \|", page_section("development.md", "Tests"), re.M
     )
+    return {name: tier.strip() for name, tier in rows}
+
+
+def tier_of(markers: set[str]) -> str:
+    """The table's word for a file whose tests carry these markers."""
+    if markers == {"docker"}:
+        return "Docker"
+    if markers <= {"nodb", "dbt"}:  # dbt alone (`dbt parse`) needs no database
+        return "no database"
+    if markers - {"dbt"} == {"server"}:
+        return "real servers"
+    return "both"
+
+
+def test_tier_table_lists_every_test_file() -> None:
+    rows = tier_rows()
     present = {p.name for p in (REPO / "tests").glob("test_*.py")}
-    assert sorted(name for name, _ in rows) == sorted(present)
-    assert {tier for _, tier in rows} <= TIERS
+    assert sorted(rows) == sorted(present)
+    assert set(rows.values()) <= TIERS
+
+
+@pytest.mark.parametrize(
+    ("markers", "tier"),
+    [
+        ({"nodb"}, "no database"),
+        ({"nodb", "dbt"}, "no database"),
+        ({"server"}, "real servers"),
+        ({"server", "dbt"}, "real servers"),
+        ({"nodb", "server"}, "both"),
+        ({"nodb", "dbt", "server"}, "both"),
+        ({"docker"}, "Docker"),
+    ],
+)
+def test_tier_of(markers: set[str], tier: str) -> None:
+    assert tier_of(markers) == tier
+
+
+def test_tier_table_says_what_the_markers_say() -> None:
+    # Every file this session collected (all of them in a whole run or `-m nodb`;
+    # this file alone when run alone), by the markers conftest gave its tests.
+    assert "test_docs.py" in COLLECTED_MARKERS
+    rows = tier_rows()
+    wrong = {
+        name: (rows.get(name), tier_of(markers))
+        for name, markers in COLLECTED_MARKERS.items()
+        if rows.get(name) != tier_of(markers)
+    }
+    assert wrong == {}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
