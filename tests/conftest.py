@@ -402,7 +402,7 @@ def run_elt(
     return run
 
 
-# --- helpers for runs held at a known point, and what they leave (test_faults, test_parallel, test_limits) ---
+# --- runs held at a known point, and what runs leave (test_faults, test_parallel, test_limits)
 
 SAFETY_NET_SECONDS = 180.0
 
