@@ -402,7 +402,7 @@ def run_elt(
     return run
 
 
-# --- runs held at a known point, and what runs leave (test_faults, test_parallel, test_limits)
+# --- helpers for tests that hold a run at a known point (test_faults, test_parallel) ---
 
 SAFETY_NET_SECONDS = 180.0
 
@@ -447,55 +447,6 @@ def finish(job: subprocess.Popen[str], env: dict[str, str]) -> EltRun:
         assert secret not in stdout
         assert secret not in stderr
     return EltRun(job.returncode, stdout, stderr, logs)
-
-
-def loaded_then_changed(dbs: Databases) -> str:
-    """A destination with a first copy in it, and a source a re-run would change."""
-    first = run_elt(dbs.env())
-    assert first.returncode == 0, first.stdout
-    dbs.source.execute("source_db", "DELETE FROM film_actors; UPDATE users SET email = NULL")
-    return dbs.destination.fingerprint("destination_db")
-
-
-def rerun_succeeds(dbs: Databases) -> None:
-    again = run_elt(dbs.env())
-    assert again.returncode == 0, again.stdout
-    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Child processes of `pid` (recursively) and their command lines."""
-    children: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                children[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in children.items():
-            if ppid == parent and child not in found:
-                with contextlib.suppress(OSError):
-                    cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
-                    if cmdline:  # empty for a child that has exited but is not yet reaped
-                        found[child] = cmdline.replace(b"\0", b" ").decode("utf-8", "replace")
-                        frontier.append(child)
-    return found
-
-
-def leftovers(dbs: Databases) -> tuple[list[str], list[str]]:
-    """Staging schemas in destination_db and scratch databases on the destination server."""
-    schemas = dbs.destination.query(
-        "destination_db",
-        "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'elt_staging_') ORDER BY 1",
-    )
-    databases = dbs.destination.query(
-        "postgres",
-        "SELECT datname FROM pg_database WHERE starts_with(datname, 'elt_scratch_') ORDER BY 1",
-    )
-    return [str(r[0]) for r in schemas], [str(r[0]) for r in databases]
 
 
 # A load that fails late, on either path: an event trigger (in a schema the load

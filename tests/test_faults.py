@@ -27,20 +27,14 @@ import pytest
 from conftest import (
     SEED_COUNTS,
     Databases,
-    descendants,
     elt_sessions,
     finish,
-    loaded_then_changed,
-    rerun_succeeds,
     run_elt,
     start_job,
     the_error,
     the_interruption,
     wait_until,
 )
-
-# For tests/test_parallel.py, until it imports them from conftest.
-__all__ = ["descendants", "loaded_then_changed", "rerun_succeeds"]
 
 HOLD_LOAD = """
 CREATE SCHEMA guard;
@@ -91,6 +85,20 @@ def dump_held(dbs: Databases) -> Iterator[psycopg.Connection[Any]]:
 
 def dump_is_waiting(dbs: Databases) -> bool:
     return elt_sessions(dbs.source, "wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'") == 1
+
+
+def loaded_then_changed(dbs: Databases) -> str:
+    """A destination with a first copy in it, and a source a re-run would change."""
+    first = run_elt(dbs.env())
+    assert first.returncode == 0, first.stdout
+    dbs.source.execute("source_db", "DELETE FROM film_actors; UPDATE users SET email = NULL")
+    return dbs.destination.fingerprint("destination_db")
+
+
+def rerun_succeeds(dbs: Databases) -> None:
+    again = run_elt(dbs.env())
+    assert again.returncode == 0, again.stdout
+    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
 
 
 # --- 1. the destination goes away in the middle of the load ----------------
@@ -145,6 +153,28 @@ def test_source_stopped_mid_dump(dbs: Databases, mode: str, validation: str) -> 
 
 
 # --- 3. SIGTERM (docker stop) and SIGINT (Ctrl-C) mid-copy ----------------
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Child processes of `pid` (recursively) and their command lines."""
+    children: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                stat = (entry / "stat").read_text()
+                children[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in children.items():
+            if ppid == parent and child not in found:
+                with suppress(OSError):
+                    cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                    if cmdline:  # empty for a child that has exited but is not yet reaped
+                        found[child] = cmdline.replace(b"\0", b" ").decode("utf-8", "replace")
+                        frontier.append(child)
+    return found
 
 
 @pytest.mark.parametrize(

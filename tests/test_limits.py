@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_parallel import leftovers
 
 from conftest import (
     PASSWORD,
@@ -28,7 +29,6 @@ from conftest import (
     Databases,
     PgServer,
     both_paths,
-    leftovers,
     run_elt,
     running,
     the_error,
