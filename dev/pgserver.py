@@ -398,4 +398,11 @@ def job_env(
         "ELT_WAIT_RETRIES": "3",
         "ELT_WAIT_DELAY_SECONDS": "0.2",
         "ELT_CONNECT_TIMEOUT_SECONDS": "2",
+        **coverage_env(),
     }
+
+
+def coverage_env() -> dict[str, str]:
+    """Coverage's settings, for a job started with an environment of its own: under
+    `bash dev/coverage` they make it measure itself; otherwise there are none."""
+    return {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")}

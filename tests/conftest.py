@@ -16,17 +16,22 @@ import contextlib
 import json
 import os
 import platform
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# ruamel.yaml is not a dependency of its own: it comes with check-jsonschema
+# (requirements-dev.txt), which parses YAML with it. PyYAML is not installed.
+from ruamel.yaml import YAML
 
 import pgserver
 from pgserver import (
@@ -137,6 +142,106 @@ def icu_server(source_server: PgServer, request: pytest.FixtureRequest) -> PgSer
     if not has_icu(server):
         pytest.skip(f"neither {source_server.bindir} nor {server.bindir} is built with ICU")
     return server
+
+
+# --- tiers: the markers of pyproject.toml, given by what a test needs ------------
+
+# Every fixture that starts a PostgreSQL server takes its binaries from one of
+# these, so a test whose fixtures reach one needs real servers.
+SERVER_BINARIES = frozenset({"bindir", "old_bindir"})
+# dbt (.venv-dbt) takes seconds to start, with or without a database.
+DBT = frozenset({"dbt_bin"})
+NEEDS = ("server", "dbt", "docker")
+# The markers of every test file collected, before `-m` deselects any:
+# tests/test_docs.py checks the tier table of docs/development.md against them.
+COLLECTED_MARKERS: dict[str, set[str]] = {}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `server` every test whose fixtures start a server, `dbt` every test
+    whose fixtures run dbt, and `nodb` every test that needs none of server, dbt
+    or docker. Tests that start servers on their own (dev/stack's) are marked
+    `server` where they are written, and test_docker.py is marked `docker`."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_BINARIES:
+            item.add_marker(pytest.mark.server)
+        if fixtures & DBT:
+            item.add_marker(pytest.mark.dbt)
+        needs = [name for name in NEEDS if item.get_closest_marker(name)]
+        if needs and item.get_closest_marker("nodb"):
+            raise pytest.UsageError(f"{item.nodeid} is marked nodb but needs {needs[0]}")
+        if not needs:
+            item.add_marker(pytest.mark.nodb)
+        tiers = COLLECTED_MARKERS.setdefault(item.path.name, set())
+        tiers.update(name for name in (*NEEDS, "nodb") if item.get_closest_marker(name))
+
+
+# --- the stack's settings files: docker-compose.yaml, .env.example ---------------
+
+COMPOSE_FILE = REPO / "docker-compose.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
+# Compose-only settings (the job never reads them): where the databases are
+# published on the host.
+PUBLISHING = ("PUBLISH_ADDRESS", "SOURCE_PUBLISH_PORT", "DESTINATION_PUBLISH_PORT")
+
+
+def load_yaml(path: Path) -> Any:
+    # The safe loader builds plain dicts and lists (and YAML 1.2 scalars, as
+    # compose does: an unquoted `no` stays a string).
+    return YAML(typ="safe", pure=True).load(path)
+
+
+@pytest.fixture(scope="session")
+def compose() -> dict[str, Any]:
+    document = load_yaml(COMPOSE_FILE)
+    assert isinstance(document, dict), f"{COMPOSE_FILE.name} is not a mapping"
+    return document
+
+
+@dataclass
+class EnvFile:
+    values: dict[str, str] = field(default_factory=dict)  # NAME=value lines
+    commented: dict[str, str] = field(default_factory=dict)  # `# NAME=value` lines
+    undocumented: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+ASSIGNMENT = re.compile(r"(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)")
+COMMENTED_ASSIGNMENT = re.compile(r"#\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)")
+# What compose and a naive `name, _, value = line.partition("=")` read alike.
+PLAIN_VALUE = re.compile(r"[^\s'\"#$\\]*")
+
+
+def parse_env_file(text: str) -> EnvFile:
+    """Read .env.example the strict way: each variable documented by the comment line above it."""
+    env = EnvFile()
+    previous_is_prose = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        active, commented = ASSIGNMENT.fullmatch(line), COMMENTED_ASSIGNMENT.fullmatch(line)
+        match = active or commented
+        if match is not None:
+            name, value = match["name"], match["value"]
+            target = env.values if active else env.commented
+            if name in env.values or name in env.commented:
+                env.problems.append(f"line {number}: {name} is defined twice")
+            if not PLAIN_VALUE.fullmatch(value):
+                env.problems.append(
+                    f"line {number}: value of {name} is not a plain value: {value!r}"
+                )
+            if not previous_is_prose:
+                env.undocumented.append(name)
+            target[name] = value
+        elif line.strip() and not line.startswith("#"):
+            env.problems.append(f"line {number}: not a NAME=value line: {line!r}")
+        previous_is_prose = line.startswith("#") and match is None
+    return env
+
+
+@pytest.fixture(scope="session")
+def env_example() -> EnvFile:
+    return parse_env_file(ENV_EXAMPLE.read_text(encoding="utf-8"))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

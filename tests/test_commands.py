@@ -6,8 +6,6 @@ pg_restore and psql, so that a change to a flag is a visible, reviewed change.
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from elt.config import DatabaseSettings, load_settings
@@ -15,7 +13,6 @@ from elt.connect import pg_isready_argv
 from elt.errors import ExtractError, LoadError
 from elt.extract import copy_encoding, pg_dump_argv
 from elt.load import PREPARE_SQL, pg_restore_argv, psql_load_argv, schemas_literal
-from elt.logger_config import RedactSecrets
 from elt.pipeline import _failure
 from elt.processes import StageResult, child_env
 from elt.validate import compare_sequences, digest_encoding
@@ -205,45 +202,3 @@ def test_settings_feed_the_builders() -> None:
     assert pg_dump_argv(settings.source, "x")[1:9] == [
         "-h", "source_postgres", "-p", "5432", "-U", "postgres", "-d", "source_db",
     ]  # fmt: skip
-
-
-LONG_SECRET = "correct horse battery staple"
-# (the password, a value logged, what the log line must show)
-REDACTION_CASES = {
-    "a table named like a short password": (
-        "secret", 'ERROR:  relation "public.secret" does not exist', None,
-    ),
-    "a database named with a short password": ("app", "127.0.0.1/bench_app", None),
-    "a long password, anywhere": (
-        LONG_SECRET, f"could not connect: {LONG_SECRET}!", "could not connect: ********!",
-    ),
-    "a connection string": (
-        "secret", "host=h password=secret dbname=d", "host=h password=******** dbname=d",
-    ),
-    "a quoted connection string value": (
-        "it's", "password='it\\'s' dbname=d", "password=******** dbname=d",
-    ),
-    "PGPASSWORD in an environment dump": ("app", "PGPASSWORD=app PGUSER=u", "PGPASSWORD=******** PGUSER=u"),
-    "a URI": ("app", "postgresql://u:app@h:5432/bench_app", "postgresql://u:********@h:5432/bench_app"),
-    "a double-quoted value with spaces": (
-        "pa ss word", 'PGPASSWORD="pa ss word" PGUSER=u', "PGPASSWORD=******** PGUSER=u",
-    ),
-    "a URI with a port and an @ in its path": ("app", "http://host:5432/path@x", None),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("password", "value", "shown"), REDACTION_CASES.values(), ids=REDACTION_CASES.keys()
-)
-def test_redaction_scrubs_passwords_and_keeps_names(
-    password: str, value: str, shown: str | None
-) -> None:
-    record = logging.makeLogRecord({"msg": value, "stderr_tail": [value], "table": value})
-    assert RedactSecrets([password]).filter(record)
-    expected = value if shown is None else shown
-    fields = vars(record)
-    assert (fields["msg"], fields["stderr_tail"], fields["table"]) == (
-        expected,
-        [expected],
-        expected,
-    )

@@ -11,6 +11,7 @@ import pytest
 
 from elt.config import DEFAULTS, Settings, ValidationLevel, load_settings
 from elt.errors import SettingsError
+from pgserver import coverage_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -175,7 +176,7 @@ def test_every_variable_has_a_default_or_is_a_password() -> None:
 def test_the_script_reports_a_bad_setting_as_one_json_line_and_exit_2() -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "elt" / "elt_script.py")],
-        env={**BASE, "SOURCE_POSTGRES_PORT": "fivefour", "PATH": "/usr/bin:/bin"},
+        env={**BASE, "SOURCE_POSTGRES_PORT": "fivefour", "PATH": "/usr/bin:/bin", **coverage_env()},
         capture_output=True,
         text=True,
         check=False,

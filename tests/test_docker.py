@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from conftest import SEED_COUNTS
 from pgserver import free_port
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ JOB_SERVICE = "elt_script"
 DESTINATION_SERVICE = "destination_postgres"
 DBT_SERVICE = "dbt"
 
-EXPECTED_COUNTS = {"users": 14, "films": 20, "film_category": 39, "actors": 20, "film_actors": 20}
 SUCCESS_MESSAGE = "ELT pipeline completed successfully"
 
 PROBE_TIMEOUT_SECONDS = 30
@@ -137,7 +137,7 @@ def destination_counts(compose: DockerCompose) -> dict[str, int]:
     sql = " UNION ALL ".join(
         # The table names are the constants above, never input: no injection.
         f"SELECT '{table}', count(*) FROM {table}"
-        for table in EXPECTED_COUNTS
+        for table in SEED_COUNTS
     )
     # psql inside the container connects over its unix socket as the image's
     # own POSTGRES_USER/POSTGRES_DB; the SQL is passed as $1 so no shell quoting
@@ -239,7 +239,7 @@ def test_first_run_copies_everything(stack: Stack) -> None:
         if isinstance(value, str)
     ), logs
 
-    assert destination_counts(stack.compose) == EXPECTED_COUNTS
+    assert destination_counts(stack.compose) == SEED_COUNTS
 
 
 def test_dbt_service_builds_the_marts(stack: Stack) -> None:
@@ -259,7 +259,7 @@ def test_dbt_service_builds_the_marts(stack: Stack) -> None:
         ],
         service_name=DESTINATION_SERVICE,
     )
-    assert stdout.strip() == str(EXPECTED_COUNTS["film_actors"])
+    assert stdout.strip() == str(SEED_COUNTS["film_actors"])
 
 
 def test_rerun_is_safe(stack: Stack) -> None:
@@ -278,4 +278,4 @@ def test_rerun_is_safe(stack: Stack) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert SUCCESS_MESSAGE in output
-    assert destination_counts(stack.compose) == EXPECTED_COUNTS
+    assert destination_counts(stack.compose) == SEED_COUNTS

@@ -16,10 +16,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_static import ENV_EXAMPLE, PUBLISHING, load_yaml, parse_env_file
 
+from conftest import COLLECTED_MARKERS, PUBLISHING, EnvFile
 from elt import config, errors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -192,25 +193,30 @@ def test_readme_defaults_match_the_code() -> None:
             assert documented[name] == f"`{default}`", name
 
 
-def test_env_example_lists_every_setting_with_the_codes_defaults() -> None:
-    env = parse_env_file(ENV_EXAMPLE.read_text(encoding="utf-8"))
-    assert sorted(env.values) == sorted([*config.DEFAULTS, *PUBLISHING])
-    assert sorted(env.commented) == sorted(config.PASSWORD_FILE_VARIABLES)
+def test_env_example_lists_every_setting_with_the_codes_defaults(env_example: EnvFile) -> None:
+    assert sorted(env_example.values) == sorted([*config.DEFAULTS, *PUBLISHING])
     for name, default in config.DEFAULTS.items():
-        assert env.values[name] == (default if default is not None else "secret"), name
+        assert env_example.values[name] == (default if default is not None else "secret"), name
 
 
-def test_compose_passes_every_setting_to_the_job() -> None:
-    compose = load_yaml(REPO / "docker-compose.yaml")
+def test_env_example_offers_password_files_for_docker_secrets(env_example: EnvFile) -> None:
+    # Commented out: setting one replaces the password, so neither may be on by default.
+    assert sorted(env_example.commented) == sorted(config.PASSWORD_FILE_VARIABLES)
+    for name, path in env_example.commented.items():
+        assert path.startswith("/run/secrets/"), name  # where compose mounts secrets
+
+
+def test_compose_passes_every_setting_to_the_job(compose: dict[str, Any]) -> None:
     environment = compose["services"]["elt_script"]["environment"]
     assert sorted(environment) == sorted(config.DEFAULTS)
     for name, value in environment.items():
         assert value.startswith(f"${{{name}:-"), name  # each takes its own variable
 
 
-@pytest.mark.parametrize(("name", "default"), PUBLISHING.items())
-def test_readme_documents_the_published_ports(name: str, default: str) -> None:
+@pytest.mark.parametrize("name", PUBLISHING)
+def test_readme_documents_the_published_ports(env_example: EnvFile, name: str) -> None:
     # Compose-only settings are not in the job's table; Quick Start names them.
+    default = env_example.values[name]
     assert f"| `{name}` | `{default}` |" in readme_section("2. (Optional) Configure")
 
 
@@ -297,20 +303,66 @@ def test_readme_quick_start_is_complete(command: str) -> None:
     ],
 )
 def test_documented_log_messages_exist_in_the_code(message: str) -> None:
-    code = "".join(p.read_text(encoding="utf-8") for p in (REPO / "elt").glob("*.py"))
+    code = "".join(p.read_text(encoding="utf-8") for p in (REPO / "elt").rglob("*.py"))
     assert f'"{message}"' in code
 
 
 TIERS = {"no database", "real servers", "both", "Docker"}
 
 
-def test_tier_table_lists_every_test_file() -> None:
+def tier_rows() -> dict[str, str]:
+    """File name -> tier column of the test table in docs/development.md."""
     rows = re.findall(
         r"^\| `tests/(test_\w+\.py)` \| ([^|]+) \|", page_section("development.md", "Tests"), re.M
     )
+    return {name: tier.strip() for name, tier in rows}
+
+
+def tier_of(markers: set[str]) -> str:
+    """The table's word for a file whose tests carry these markers."""
+    if markers == {"docker"}:
+        return "Docker"
+    if markers <= {"nodb", "dbt"}:  # dbt alone (`dbt parse`) needs no database
+        return "no database"
+    if markers - {"dbt"} == {"server"}:
+        return "real servers"
+    return "both"
+
+
+def test_tier_table_lists_every_test_file() -> None:
+    rows = tier_rows()
     present = {p.name for p in (REPO / "tests").glob("test_*.py")}
-    assert sorted(name for name, _ in rows) == sorted(present)
-    assert {tier for _, tier in rows} <= TIERS
+    assert sorted(rows) == sorted(present)
+    assert set(rows.values()) <= TIERS
+
+
+@pytest.mark.parametrize(
+    ("markers", "tier"),
+    [
+        ({"nodb"}, "no database"),
+        ({"nodb", "dbt"}, "no database"),
+        ({"server"}, "real servers"),
+        ({"server", "dbt"}, "real servers"),
+        ({"nodb", "server"}, "both"),
+        ({"nodb", "dbt", "server"}, "both"),
+        ({"docker"}, "Docker"),
+    ],
+)
+def test_tier_of(markers: set[str], tier: str) -> None:
+    assert tier_of(markers) == tier
+
+
+def test_tier_table_says_what_the_markers_say() -> None:
+    # Every file this session collected (all of them in a whole run or `-m nodb`;
+    # this file alone when run alone), by the markers conftest gave its tests.
+    assert "test_docs.py" in COLLECTED_MARKERS
+    rows = tier_rows()
+    wrong = {
+        name: (rows.get(name), tier_of(markers))
+        for name, markers in COLLECTED_MARKERS.items()
+        if rows.get(name) != tier_of(markers)
+    }
+    assert wrong == {}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())

@@ -76,6 +76,7 @@ def counts(env: dict[str, str], side: str) -> dict[str, int]:
         return {str(t): int(n) for t, n in conn.execute(sql).fetchall()}
 
 
+@pytest.mark.server  # dev/stack starts its own two servers
 def test_up_runs_the_job_and_leaves_the_databases_running_down_removes_them(
     stack_env: dict[str, str],
 ) -> None:

