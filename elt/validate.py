@@ -85,7 +85,8 @@ class Stopped(Exception):
 
 
 # How one row is hashed (table_digest.sql). Both sides must use the same way.
-# The fallback: the hash of the whole row's text form.
+# These are expressions built per column, so they are composed here, not in a
+# file. The fallback: the hash of the whole row's text form.
 TEXT_HASH = sql.SQL("pg_catalog.hashtextextended((t.*)::text, 0)")
 # hash_record_extended() exists from PostgreSQL 14 on.
 RECORD_HASH_MIN_VERSION = 140000
