@@ -155,7 +155,9 @@ class SourceSnapshot:
         """
         if tables:
             idents = sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in tables)
-            self.conn.execute(sql.SQL(read_sql("lock_source_tables.sql")).format(tables=idents))
+            # Composed here, not read from a file: the table list is dynamic, and the
+            # statement shows as LOCK TABLE in pg_stat_activity (tests wait for it).
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(idents))
 
     def schemas(self) -> list[str]:
         rows = fetch_all(self.conn, read_sql("source_schemas.sql"), dict_row)
