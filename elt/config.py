@@ -17,7 +17,6 @@ from pathlib import Path
 from elt.errors import SettingsError
 
 SIDES = ("SOURCE", "DESTINATION")
-DB_FIELDS = ("HOST", "PORT", "DB", "USER", "PASSWORD")
 
 
 class ValidationLevel(enum.StrEnum):
@@ -57,16 +56,15 @@ class Settings:
     validation: ValidationLevel = ValidationLevel.FULL
     copy_ownership: bool = False
     log_level: str = "INFO"
-    # Parallel copy (issue #4): table streams at once; 1 = always the streamed path.
+    # Table streams at once in the parallel copy; 1 = always one stream.
     jobs: int = 2
     # Below this source database size (MB, pg_database_size) one stream is faster.
     parallel_min_mb: float = 64.0
     progress_seconds: float = 5.0
 
 
-# Variable name -> (default, one-line description). The README's configuration
-# table, .env.example and docker-compose.yaml are checked against this by
-# tests/test_docs.py, so they cannot drift apart.
+# Variable name -> its default (None: required). tests/test_docs.py checks the
+# documented configuration table, .env.example and docker-compose.yaml against it.
 DEFAULTS: dict[str, str | None] = {
     "SOURCE_POSTGRES_HOST": "source_postgres",
     "SOURCE_POSTGRES_PORT": "5432",

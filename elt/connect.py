@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
+from psycopg.abc import Params
+from psycopg.rows import RowFactory
 
 from elt.config import DatabaseSettings, Settings
 from elt.errors import ConnectionFailed, message_lines
 from elt.processes import APPLICATION_NAME, Stage, child_env, connection_args, run_tool
 
-# The one connection type of the job: psycopg's default tuple rows.
+# The one connection type of the job: psycopg's default tuple rows. Queries
+# whose columns are read use a cursor with a row factory (fetch_one, fetch_all).
 Connection = psycopg.Connection[tuple[object, ...]]
 
 # pg_isready exit codes (see its man page).
@@ -127,6 +131,24 @@ def connect(db: DatabaseSettings, settings: Settings, *, autocommit: bool = Fals
             database=db.role,
             host=db.host,
         ) from None
+
+
+def fetch_all[Row](
+    conn: Connection, query: str | sql.Composed, rows: RowFactory[Row], params: Params | None = None
+) -> list[Row]:
+    """Every row of `query`, each made by `rows` (dict_row, class_row(...)): columns by name."""
+    with conn.cursor(row_factory=rows) as cursor:
+        return cursor.execute(query, params).fetchall()
+
+
+def fetch_one[Row](
+    conn: Connection, query: str | sql.Composed, rows: RowFactory[Row], params: Params | None = None
+) -> Row:
+    """The one row of `query` (a query that always returns one), made by `rows`."""
+    with conn.cursor(row_factory=rows) as cursor:
+        row = cursor.execute(query, params).fetchone()
+    assert row is not None
+    return row
 
 
 def log_connected(

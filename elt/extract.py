@@ -15,9 +15,10 @@ from types import TracebackType
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from elt.config import DatabaseSettings, Settings
-from elt.connect import Connection, connect
+from elt.connect import Connection, connect, fetch_all, fetch_one
 from elt.errors import ExtractError, SettingsError, message_lines
 from elt.processes import child_env, connection_args
 from elt.sql import read_sql
@@ -120,13 +121,12 @@ class SourceSnapshot:
         conn.commit()
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
-        assert row is not None
-        if not isinstance(row[0], str):
+        snapshot_id = fetch_one(conn, read_sql("export_snapshot.sql"), dict_row)["snapshot_id"]
+        if not isinstance(snapshot_id, str):
             # A session that returns text as bytes (connect() prevents it):
             # str() would make pg_dump fail on "b'...'", blamed on the source.
-            raise TypeError(f"the snapshot ID was read as {type(row[0]).__name__}, not text")
-        self.snapshot_id = row[0]
+            raise TypeError(f"the snapshot ID was read as {type(snapshot_id).__name__}, not text")
+        self.snapshot_id = snapshot_id
 
     @classmethod
     def open(cls, settings: Settings) -> SourceSnapshot:
@@ -155,10 +155,13 @@ class SourceSnapshot:
         """
         if tables:
             idents = sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in tables)
+            # Composed here, not read from a file: the table list is dynamic, and the
+            # statement shows as LOCK TABLE in pg_stat_activity (tests wait for it).
             self.conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(idents))
 
     def schemas(self) -> list[str]:
-        return [str(row[0]) for row in self.conn.execute(read_sql("source_schemas.sql"))]
+        rows = fetch_all(self.conn, read_sql("source_schemas.sql"), dict_row)
+        return [str(row["schema"]) for row in rows]
 
     def close(self) -> None:
         self.conn.close()

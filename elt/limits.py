@@ -23,8 +23,9 @@ import logging
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.rows import class_row, dict_row
 
-from elt.connect import Connection
+from elt.connect import Connection, fetch_one
 from elt.errors import EltError, ExtractError, LoadError
 from elt.sql import LOCK_KEY, read_sql
 
@@ -55,12 +56,11 @@ class LockTable:
 
 
 def read_lock_table(conn: Connection) -> LockTable:
-    row = conn.execute(read_sql("lock_table.sql")).fetchone()
-    assert row is not None
-    per_transaction = int(str(row[0]))
+    row = fetch_one(conn, read_sql("lock_table.sql"), dict_row)
+    per_transaction = int(row["per_transaction"])
     return LockTable(
         per_transaction,
-        int(str(row[1])),
+        int(row["slots"]),
         fast_path_slots(conn.info.server_version, per_transaction),
     )
 
@@ -75,9 +75,7 @@ class Relations:
 
 
 def count_relations(conn: Connection, schemas: list[str]) -> Relations:
-    row = conn.execute(read_sql("lock_needs.sql"), {"schemas": schemas}).fetchone()
-    assert row is not None
-    return Relations(*(int(str(v)) for v in row))
+    return fetch_one(conn, read_sql("lock_needs.sql"), class_row(Relations), {"schemas": schemas})
 
 
 def has_room(conn: Connection, locks: int) -> bool:
@@ -199,6 +197,4 @@ class ConnectionRoom:
 
 
 def connection_room(conn: Connection) -> ConnectionRoom:
-    row = conn.execute(read_sql("connection_room.sql")).fetchone()
-    assert row is not None
-    return ConnectionRoom(*(int(str(v)) for v in row))
+    return fetch_one(conn, read_sql("connection_room.sql"), class_row(ConnectionRoom))

@@ -2,8 +2,8 @@
 
 Workers call `table_started` / `add_bytes` / `table_done`; a reporter thread
 logs "Copy progress" every ELT_PROGRESS_SECONDS, and `finish()` logs a last
-one at 100 %, so even a short run shows the final figures (issue #4: a long
-copy must never be silent for more than 10 seconds).
+one at 100 %, so even a short run shows the final figures and a long copy
+is never silent for more than 10 seconds.
 
 The estimate of the time left is from bytes: the share of the source tables'
 on-disk size already streamed, extrapolated at the rate so far. Index builds
@@ -122,8 +122,8 @@ class CopyScanner:
 
     pg_restore writes each table's rows as a text COPY block:
     `COPY schema.table (...) FROM stdin;`, one line per row, then `\\.`. The
-    relay (processes.Pipeline) hands every chunk to feed() on its way to psql,
-    so rows and bytes are exact and a table is done when its block has passed.
+    job's relay between the two tools hands every chunk to feed() on its way to
+    psql, so rows and bytes are exact and a table is done when its block has passed.
 
     Memory stays bounded whatever the rows: inside a block only the last two
     bytes are carried between chunks (a terminator split across them), and the

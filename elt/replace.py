@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
-from elt.connect import Connection
+from elt.connect import Connection, fetch_all, fetch_one
 from elt.errors import LoadError, message_lines
 from elt.load import busy_error
 from elt.sql import LOCK_KEY, read_sql
@@ -25,10 +26,6 @@ STAGING_PREFIX = "elt_staging_"
 # The comment each staging schema carries from its creation until the swap
 # gives it the source schema's own: proof that the job created it.
 STAGING_MARKER = "elt_staging: a staging schema of the ELT job, removed by its next run"
-_SETTINGS = (
-    "SELECT pg_catalog.set_config('elt.replaced_schemas', %s::text[]::text, true), "
-    "pg_catalog.set_config('elt.recreated', %s::text[]::text, true)"
-)
 HINT = (
     "Drop them before the run and re-create them after it, or keep them in a schema of "
     "their own that does not reference the copied schemas."
@@ -45,12 +42,15 @@ def _dependents(
 ) -> tuple[str, list[str], list[str]]:
     """dependents.sql in the connection's current transaction: the blockers,
     the database-wide dependents, the views that the load re-creates."""
-    conn.execute(_SETTINGS, (list(schemas), list(recreated)))
-    row = conn.execute(read_sql("dependents.sql")).fetchone()
-    assert row is not None
-    assert isinstance(row[1], list)
-    assert isinstance(row[3], list)
-    return _text(row[0]), [_text(o) for o in row[1]], [_text(v) for v in row[3]]
+    conn.execute(
+        read_sql("dependents_settings.sql"),
+        {"schemas": list(schemas), "recreated": list(recreated)},
+    )
+    row = fetch_one(conn, read_sql("dependents.sql"), dict_row)
+    database_wide, views = row["database_wide"], row["view_names"]
+    assert isinstance(database_wide, list)
+    assert isinstance(views, list)
+    return _text(row["blockers"]), [_text(o) for o in database_wide], [_text(v) for v in views]
 
 
 def database_wide_dependents(snapshot: Connection, schemas: Sequence[str]) -> list[str]:
@@ -62,11 +62,13 @@ def database_wide_dependents(snapshot: Connection, schemas: Sequence[str]) -> li
 def _missing_privileges(conn: Connection) -> list[tuple[str, str, list[str]]]:
     """recreate_privileges.sql after dependents.sql, in the same transaction:
     (privilege, the GRANT that gives it, the views that need it)."""
-    rows = conn.execute(read_sql("recreate_privileges.sql")).fetchall()
     missing = []
-    for privilege, grant, views in rows:
+    for row in fetch_all(conn, read_sql("recreate_privileges.sql"), dict_row):
+        views = row["views"]
         assert isinstance(views, list)
-        missing.append((_text(privilege), _text(grant), [_text(v) for v in views]))
+        missing.append(
+            (_text(row["privilege"]), _text(row["grant_sql"]), [_text(v) for v in views])
+        )
     return missing
 
 
@@ -115,26 +117,30 @@ def check_dependents(
 
 def marked_staging(session: Connection, names: Sequence[str] | None = None) -> list[str]:
     """The staging schemas the job created (all, or those among `names`)."""
-    rows = session.execute(
+    rows = fetch_all(
+        session,
         read_sql("staging_leftovers.sql"),
+        dict_row,
         {
             "prefix": STAGING_PREFIX,
             "marker": STAGING_MARKER,
             "names": None if names is None else list(names),
         },
     )
-    return [str(r[0]) for r in rows]
+    return [str(row["schema"]) for row in rows]
 
 
 def _lock_and_drop(session: Connection, names: Sequence[str] | None) -> list[str]:
     """In the caller's transaction: take the load's lock (or refuse: another
     load is running), then drop the job's own staging schemas among `names`."""
-    row = session.execute(read_sql("load_lock.sql"), {"lock_key": LOCK_KEY}).fetchone()
-    if row is None or not row[0]:
+    if not fetch_one(session, read_sql("load_lock.sql"), dict_row, {"lock_key": LOCK_KEY})[
+        "locked"
+    ]:
         raise busy_error()
     marked = marked_staging(session, names)
+    drop = sql.SQL(read_sql("drop_staging_schema.sql"))
     for name in marked:
-        session.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        session.execute(drop.format(schema=sql.Identifier(name)))
     return marked
 
 

@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row, dict_row
 
 from elt.config import ValidationLevel
-from elt.connect import Connection
+from elt.connect import Connection, fetch_all
 from elt.errors import ValidationFailed
 from elt.sql import read_sql
 
@@ -54,14 +56,28 @@ def prepare_session(conn: Connection) -> None:
     conn.execute(read_sql("validation_session.sql"))
 
 
+class ListedRelation(NamedTuple):
+    """A validation_tables.sql row: a table or materialized view, with its hash plan."""
+
+    schema: str
+    name: str
+    populated: bool
+    matview_query: str | None  # None: an ordinary table
+    columns: list[str]
+    exact_hash: list[bool]
+
+
 def list_tables(conn: Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
     """(schema, name) of every ordinary table validation covers (not materialized views)."""
-    return [(str(r[0]), str(r[1])) for r in list_relations(conn, schemas) if r[3] is None]
+    return [(r.schema, r.name) for r in list_relations(conn, schemas) if r.matview_query is None]
 
 
 def sequence_values(conn: Connection, schemas: Sequence[str]) -> dict[str, int | None]:
-    rows = conn.execute(read_sql("sequence_values.sql"), {"schemas": list(schemas)})
-    return {str(name): None if value is None else int(str(value)) for name, value in rows}
+    rows = fetch_all(conn, read_sql("sequence_values.sql"), dict_row, {"schemas": list(schemas)})
+    return {
+        str(row["sequence"]): None if row["last_value"] is None else int(row["last_value"])
+        for row in rows
+    }
 
 
 class Stopped(Exception):
@@ -69,7 +85,8 @@ class Stopped(Exception):
 
 
 # How one row is hashed (table_digest.sql). Both sides must use the same way.
-# The fallback: the hash of the whole row's text form.
+# These are expressions built per column, so they are composed here, not in a
+# file. The fallback: the hash of the whole row's text form.
 TEXT_HASH = sql.SQL("pg_catalog.hashtextextended((t.*)::text, 0)")
 # hash_record_extended() exists from PostgreSQL 14 on.
 RECORD_HASH_MIN_VERSION = 140000
@@ -129,9 +146,14 @@ def row_hash(
     return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(fields))
 
 
-def list_relations(conn: Connection, schemas: Sequence[str]) -> list[tuple[object, ...]]:
+def list_relations(conn: Connection, schemas: Sequence[str]) -> list[ListedRelation]:
     """validation_tables.sql: every table and materialized view, with its hash plan."""
-    return conn.execute(read_sql("validation_tables.sql"), {"schemas": list(schemas)}).fetchall()
+    return fetch_all(
+        conn,
+        read_sql("validation_tables.sql"),
+        class_row(ListedRelation),
+        {"schemas": list(schemas)},
+    )
 
 
 def measure(
@@ -145,32 +167,32 @@ def measure(
 ) -> TableFigures:
     """Count and (at `full`) digest one relation: a table, or a parenthesized query.
 
-    `listed` is its validation_tables.sql row, read on the same side.
+    `listed` is its list_relations() row, read on the same side.
     """
-    _, _, populated, _, columns, exact_hash = listed
-    if not populated:
+    relation_row = ListedRelation._make(listed)  # by name, whatever type the caller declared
+    if not relation_row.populated:
         return TableFigures(None, None, 0.0)
     started = time.monotonic()
     if level is ValidationLevel.FULL:
         hash_expr = row_hash(
-            [str(c) for c in columns],  # type: ignore[attr-defined]
-            [bool(e) for e in exact_hash],  # type: ignore[attr-defined]
+            relation_row.columns,
+            relation_row.exact_hash,
             record_hash=record_hash,
             convert_to=convert_to,
         )
         query = sql.SQL(read_sql("table_digest.sql")).format(table=relation, row_hash=hash_expr)
     else:
-        query = sql.SQL("SELECT pg_catalog.count(*), NULL FROM {table} AS t").format(table=relation)
+        query = sql.SQL(read_sql("table_count.sql")).format(table=relation)
     # In a savepoint rolled back at once: the locks the query takes on the
     # relation's indexes and TOAST table end with it, so that a transaction that
     # measures every table (the source snapshot's) holds no more locks than pg_dump.
-    with conn.transaction() as savepoint:
-        row = conn.execute(query).fetchone()
+    with conn.transaction() as savepoint, conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(query).fetchone()
         raise psycopg.Rollback(savepoint)
     assert row is not None
     return TableFigures(
-        rows=int(str(row[0])),
-        digest=None if row[1] is None else str(row[1]),
+        rows=int(row["row_count"]),
+        digest=None if row["digest"] is None else str(row["digest"]),
         seconds=time.monotonic() - started,
     )
 
@@ -203,15 +225,14 @@ def collect(
     """
     tables: dict[str, TableFigures] = {}
     for listed in list_relations(conn, schemas):
-        schema, name, _, matview_query = (str(v) for v in listed[:4])
-        key = table_key(schema, name)
+        key = table_key(listed.schema, listed.name)
         if key in skip:
             continue
         if stop is not None and stop.is_set():
             raise Stopped
-        relation: sql.Composable = sql.Identifier(schema, name)
-        if recompute_matviews and listed[3] is not None:
-            relation = sql.SQL("({})").format(sql.SQL(matview_query))
+        relation: sql.Composable = sql.Identifier(listed.schema, listed.name)
+        if recompute_matviews and listed.matview_query is not None:
+            relation = sql.SQL("({})").format(sql.SQL(listed.matview_query))
         tables[key] = measure(
             conn, relation, listed, level, record_hash=record_hash, convert_to=convert_to
         )

@@ -3,12 +3,13 @@
 -- (replace.py) and again in the load's own transaction, right before
 -- replace_schemas.sql, which refuses unless this found no blocker. Run on the
 -- source, it lists the source's own database-wide dependents, which the
--- one-stream load re-creates. Settings read (text[]):
+-- one-stream load re-creates. Settings read (text[]; see dependents_settings.sql):
 --   elt.replaced_schemas  the copied schemas, unquoted;
 --   elt.recreated         optional: objects (as in the result) that the load
 --                         drops and re-creates itself: not blockers.
 -- It sets (transaction-local) elt.blockers to the list of blockers, or to
--- 'none', and elt.views to the views it re-creates (oid[], in creation order).
+-- 'none', and elt.views to the views it re-creates (oid[], in creation order),
+-- and returns both, with the database-wide dependents and the views' names.
 -- Views and materialized views outside the copied schemas whose query uses
 -- them, and views built on those, are not blockers: replace_schemas.sql saves
 -- their definitions and recreate_views.sql re-creates them against the new

@@ -1,5 +1,5 @@
--- Ends this run's other sessions on the destination before its clean-up
--- drops the staging schemas (parallel.staging.clean_up): those with the job's
+-- Ends this run's other sessions on the destination before the parallel
+-- copy's clean-up drops the staging schemas: those with the job's
 -- application_name whose statement names one of this run's staging schemas.
 -- The names carry the run's ID, so no other run's or job's session matches.
 SELECT pg_catalog.pg_terminate_backend(a.pid)

@@ -9,7 +9,7 @@
 -- view and the reason; the whole transaction then rolls back.
 -- A temporary function, because the one-stream load runs it from a deferred
 -- trigger at its COMMIT (prepare_destination.sql); the parallel copy calls it
--- in its swap (parallel.staging.swap). Both create it only when there is a view
+-- in its swap. Both create it only when there is a view
 -- to re-create.
 CREATE FUNCTION pg_temp.elt_recreate_views() RETURNS void
 LANGUAGE plpgsql

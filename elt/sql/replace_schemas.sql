@@ -3,7 +3,7 @@
 -- (see docs/destination.md):
 --   * the streamed load (prepare_destination.sql, psql): drops them, and the
 --     restore script that follows re-creates them;
---   * the parallel load (elt/parallel/): drops them and renames the staging
+--   * the parallel load (its swap): drops them and renames the staging
 --     schemas, already loaded and indexed, into their place.
 -- Session settings read:
 --   elt.replaced_schemas  text[]: the source schemas this load replaces;

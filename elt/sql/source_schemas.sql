@@ -2,7 +2,7 @@
 -- extension creates for itself (pg_dump leaves those to CREATE EXTENSION).
 -- The destination's copies of exactly these schemas are replaced by the load;
 -- every other destination schema is left alone.
-SELECT n.nspname
+SELECT n.nspname AS schema
 FROM pg_catalog.pg_namespace AS n
 WHERE n.nspname !~ '^pg_'
   AND n.nspname <> 'information_schema'

@@ -8,5 +8,5 @@
 -- each hashed directly or through its text form.
 -- Do not move the hash into a subquery with OFFSET 0: that is much slower
 -- (docs/performance.md).
-SELECT pg_catalog.count(*), pg_catalog.sum({row_hash})::text
+SELECT pg_catalog.count(*) AS row_count, pg_catalog.sum({row_hash})::text AS digest
 FROM {table} AS t;

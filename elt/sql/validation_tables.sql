@@ -16,9 +16,9 @@
 -- destination, from the copied data. Its source-side figures therefore come
 -- from running its defining query in the snapshot, not from its stored rows,
 -- which may be older than its tables.
-SELECT n.nspname,
-       c.relname,
-       c.relispopulated,
+SELECT n.nspname AS schema,
+       c.relname AS name,
+       c.relispopulated AS populated,
        CASE WHEN c.relkind = 'm'
             THEN pg_catalog.rtrim(pg_catalog.pg_get_viewdef(c.oid), '; ' || chr(10))
        END AS matview_query,
