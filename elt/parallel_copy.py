@@ -57,17 +57,20 @@ from psycopg import sql
 from elt import limits
 from elt.config import DatabaseSettings, Settings, ValidationLevel
 from elt.connect import Connection, connect
-from elt.errors import (
-    ConnectionFailed,
-    EltError,
-    ExtractError,
-    LoadError,
-    ValidationFailed,
-    message_lines,
-)
+from elt.errors import ConnectionFailed, LoadError, message_lines
 from elt.extract import copy_encoding
-from elt.load import BUSY_MARKER, busy_error
-from elt.processes import APPLICATION_NAME, OutputTail, child_env, connection_args
+from elt.failures import FiguresFailed, busy_error, classify, failed, swap_failed
+from elt.processes import (
+    APPLICATION_NAME,
+    LIST_FILE,
+    OutputTail,
+    ToolFailed,
+    child_env,
+    connection_args,
+    listing_text,
+    run_in_memory,
+    start_tool,
+)
 from elt.progress import CopyStats, Progress, mb_per_second
 from elt.replace import STAGING_MARKER, STAGING_PREFIX, drop_marked
 from elt.sql import LOCK_KEY, read_sql
@@ -164,16 +167,12 @@ _KNOWN_TYPES = sorted(
 )
 PSQL_FLAGS = ("-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1")
 ROWS_MARKER = "elt_rows="
-# Stands for the pipe that carries a TOC list to pg_restore (see _run).
-LIST_FILE = "/dev/fd/{list}"
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _SET_ENCODING = "SELECT pg_catalog.set_config('client_encoding', %s, false)"
 _EMPTY_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false)"
 # The load's lock that elt/sql/coordinator_lock.sql takes.
 _UNLOCK_LOAD = "SELECT pg_catalog.pg_advisory_unlock(%(lock_key)s)"
 _SLOW_METHODS = frozenset({"gin", "gist", "spgist", "brin"})
-# The server's login refusals for want of a connection slot (SQLSTATE 53300).
-_NO_SLOT = ("too many clients", "too many connections", "connection slots are reserved")
 
 
 class NotEligible(Exception):
@@ -343,77 +342,6 @@ def entry_sql_argv(*, copy_ownership: bool) -> list[str]:
     if not copy_ownership:
         argv += ["--no-owner", "--no-privileges"]
     return argv
-
-
-def _run(argv: list[str], env: dict[str, str], stdin: bytes, listing: str | None = None) -> bytes:
-    """Run one tool on in-memory input; the TOC list, if any, goes through a pipe on fd 3.
-
-    Nothing touches the disk. Raises _ToolFailed with the stderr tail.
-    """
-    read_fd = write_fd = -1
-    if listing is not None:
-        read_fd, write_fd = os.pipe()
-        argv = [a.replace(LIST_FILE, f"/dev/fd/{read_fd}") for a in argv]
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            pass_fds=(read_fd,) if listing is not None else (),
-        )
-    except FileNotFoundError:
-        raise LoadError(
-            f"{argv[0]} was not found on PATH",
-            hint="Install the PostgreSQL client tools of the destination's major version.",
-        ) from None
-    try:
-        if listing is not None:
-            os.close(read_fd)
-            read_fd = -1
-            # A TOC list is small (one line per object): it fits the pipe buffer
-            # for all but huge schemas, and a writer thread covers those.
-            data = listing.encode("utf-8", "surrogateescape")  # see _listing()
-            writer = threading.Thread(target=_write_all, args=(write_fd, data))
-            writer.start()
-            write_fd = -1
-        out, err = proc.communicate(stdin)
-        if listing is not None:
-            writer.join()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
-    if proc.returncode != 0:
-        raise _ToolFailed(
-            argv[0], proc.returncode, err.decode("utf-8", "replace").splitlines()[-20:]
-        )
-    return out
-
-
-def _listing(out: bytes) -> str:
-    """pg_restore --list output as text. Names in it are in the archive's encoding,
-    which need not be UTF-8; surrogateescape keeps every byte, so a line goes
-    back to pg_restore unchanged (it only reads the leading dump ID anyway)."""
-    return out.decode("utf-8", "surrogateescape")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as pipe:
-        pipe.write(data)
-
-
-class _ToolFailed(Exception):
-    def __init__(self, tool: str, returncode: int, stderr_tail: list[str]) -> None:
-        super().__init__(f"{tool} exited with {returncode}")
-        self.tool = tool
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
 
 
 # --- the plan -------------------------------------------------------------------
@@ -739,19 +667,6 @@ class Scheduler:
             return self.stopped or (not self._waiting and self._running == 0)
 
 
-class _SourceFailed(Exception):
-    def __init__(self, stderr_tail: list[str]) -> None:
-        super().__init__("reading from the source failed")
-        self.stderr_tail = stderr_tail
-
-
-class _CheckFailed(Exception):
-    def __init__(self, side: str, error: psycopg.Error) -> None:
-        super().__init__(str(error))
-        self.side = side
-        self.error = error
-
-
 class _Cancelled(Exception):
     """The main thread stopped the run; the reason is reported there."""
 
@@ -856,7 +771,7 @@ class Worker(threading.Thread):
             if task.kind == "check_destination":
                 conn.commit()  # read-only; do not hold a snapshot between tasks
         except psycopg.Error as exc:
-            raise _CheckFailed(task.kind.removeprefix("check_"), exc) from None
+            raise FiguresFailed(task.kind.removeprefix("check_"), exc) from None
 
     def _open(self, db: DatabaseSettings) -> Connection:
         """A session of this worker: cancel() and the clean-up reach it from now on."""
@@ -929,9 +844,9 @@ class Worker(threading.Thread):
         # makes the loading side fail ("unexpected EOF"), and a loading side
         # that failed made us stop the source.
         if out.returncode != 0 and not loader_gone:
-            raise _SourceFailed(tails[0].lines)
+            raise ToolFailed("psql", out.returncode, tails[0].lines, side="source")
         if into.returncode != 0:
-            raise _ToolFailed("psql", into.returncode, tails[1].lines)
+            raise ToolFailed("psql", into.returncode, tails[1].lines, side="destination")
         rows = next(
             (
                 int(line[len(ROWS_MARKER) :])
@@ -941,7 +856,9 @@ class Worker(threading.Thread):
             None,
         )
         if rows is None:
-            raise _ToolFailed("psql", 0, ["psql did not report the number of rows loaded"])
+            raise ToolFailed(
+                "psql", 0, ["psql did not report the number of rows loaded"], side="destination"
+            )
         self.progress.table_done(table.label, rows, time.monotonic() - started)
 
     def _start_pair(
@@ -960,12 +877,10 @@ class Worker(threading.Thread):
             if self.cancelled:
                 raise _Cancelled
             argv = copy_out_argv(settings.source, self.snapshot_id, table)
-            out = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, env=env_out
-            )
+            out = start_tool(argv, env_out, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe)
             self._procs.append(out)
             argv = copy_in_argv(settings.destination, plan.staged[table.schema], table)
-            into = subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=pipe, env=env_in)
+            into = start_tool(argv, env_in, stdin=pipe, stdout=pipe, stderr=pipe)
             self._procs.append(into)
         return out, into
 
@@ -1028,7 +943,7 @@ def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding:
     meta-commands at all, so they are dropped. Any other backslash line is
     unexpected and refused.
     """
-    out = _run(
+    out = run_in_memory(
         entry_sql_argv(copy_ownership=settings.copy_ownership),
         child_env(None, settings.connect_timeout_seconds),
         plan.archive,
@@ -1049,16 +964,6 @@ def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding:
 
 
 # --- the run ----------------------------------------------------------------------
-
-
-def _load_error(message: str, exc: BaseException) -> LoadError:
-    lines = getattr(exc, "stderr_tail", None) or message_lines(exc)
-    return LoadError(
-        message,
-        hint="Read stderr_tail. The destination's schemas are unchanged (the staging "
-        "schemas were removed); fix the cause and run again.",
-        stderr_tail=lines,
-    )
 
 
 def source_tables(snapshot: Connection, schemas: Sequence[str]) -> list[CopyTable]:
@@ -1089,8 +994,8 @@ class Coordinator:
                 read_sql("coordinator_lock.sql"), {"lock_key": LOCK_KEY}
             ).fetchone()
         except psycopg.Error as exc:
-            raise _load_error(
-                "Preparing the parallel copy failed; nothing was changed", exc
+            raise failed(
+                "destination", "Preparing the parallel copy failed; nothing was changed", exc
             ) from None
         assert row is not None
         if not row[0]:
@@ -1213,8 +1118,10 @@ def plan(
 ) -> Plan:
     env_source = child_env(settings.source, settings.connect_timeout_seconds)
     env_destination = child_env(settings.destination, settings.connect_timeout_seconds)
-    source_archive = _run(schema_dump_argv(settings.source, snapshot_id, []), env_source, b"")
-    listing = _listing(_run(["pg_restore", "--list"], env_source, source_archive))
+    source_archive = run_in_memory(
+        schema_dump_argv(settings.source, snapshot_id, []), env_source, b""
+    )
+    listing = listing_text(run_in_memory(["pg_restore", "--list"], env_source, source_archive))
     extras = snapshot.execute(read_sql("source_extras.sql"), {"schemas": schemas}).fetchall()
     check_eligible(parse_toc(listing), extras, tables, schemas)
     check_expression_code(snapshot, schemas)
@@ -1251,7 +1158,7 @@ def plan(
                 )
             rows = conn.execute(read_sql("schema_comments.sql"), {"schemas": ["public"]})
             unwritten = next((None if c is None else str(c) for _, c in rows), None)
-            _run(
+            run_in_memory(
                 schema_restore_argv(
                     settings.destination,
                     coordinator.scratch,
@@ -1261,15 +1168,17 @@ def plan(
                 source_archive,
             )
             comments = _rename_to_staging(conn, staged, unwritten)
-            archive = _run(
+            archive = run_in_memory(
                 schema_dump_argv(scratch, None, list(staged.values())), env_destination, b""
             )
-            entries = parse_toc(_listing(_run(["pg_restore", "--list"], env_destination, archive)))
+            entries = parse_toc(
+                listing_text(run_in_memory(["pg_restore", "--list"], env_destination, archive))
+            )
             post_ids = {
                 e.dump_id
                 for e in parse_toc(
-                    _listing(
-                        _run(
+                    listing_text(
+                        run_in_memory(
                             ["pg_restore", "--list", "--section=post-data"],
                             env_destination,
                             archive,
@@ -1336,7 +1245,7 @@ def plan(
 def _finish_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
     """Post-data that is not per table, sequence values, materialized views."""
     if plan.remainder:
-        _run(
+        run_in_memory(
             schema_restore_argv(
                 settings.destination,
                 settings.destination.dbname,
@@ -1419,15 +1328,16 @@ def _sized(
     try:
         destination_room = limits.connection_room(destination)
     except psycopg.Error as exc:
-        raise _load_error("Reading the destination's connection limits failed", exc) from None
+        raise failed(
+            "destination",
+            "Reading the destination's connection limits failed; nothing was changed",
+            exc,
+        ) from None
     try:
         source_room = limits.connection_room(snapshot)
     except psycopg.Error as exc:
-        raise ExtractError(
-            "Reading the source's connection limits failed; nothing was changed",
-            hint="Read stderr_tail. Check that the source is up, then run again; "
-            "the destination is unchanged.",
-            stderr_tail=message_lines(exc),
+        raise failed(
+            "source", "Reading the source's connection limits failed; nothing was changed", exc
         ) from None
     rooms = destination_room, source_room
     validation = settings.validation is not ValidationLevel.OFF
@@ -1491,10 +1401,8 @@ def copy(
                 schemas=schemas,
                 tables=tables,
             )
-        except (_ToolFailed, psycopg.Error) as exc:
-            raise _load_error(
-                "Planning the parallel copy failed; nothing was changed", exc
-            ) from None
+        except (ToolFailed, psycopg.Error) as exc:
+            raise classify(exc, step="planning the parallel copy") from None
         logger.info(
             "Parallel copy planned",
             extra={
@@ -1507,7 +1415,7 @@ def copy(
         )
         coordinator.staging = list(the_plan.staged.values())
         try:
-            _run(
+            run_in_memory(
                 schema_restore_argv(
                     settings.destination,
                     settings.destination.dbname,
@@ -1522,31 +1430,17 @@ def copy(
                 (unstaged[str(r[0])], str(r[1])): r
                 for r in list_relations(coordinator.conn, list(unstaged))
             }
-        except (_ToolFailed, psycopg.Error) as exc:
-            raise _load_error("Creating the staging schemas failed", exc) from None
+        except (ToolFailed, psycopg.Error) as exc:
+            raise classify(exc, step="creating the staging schemas") from None
         stats = _copy_rows(settings, snapshot, snapshot_id, the_plan, logger)
         try:
             _finish_staging(settings, coordinator, the_plan)
-        except (_ToolFailed, psycopg.Error) as exc:
-            raise _load_error("Finishing the staging schemas failed", exc) from None
+        except (ToolFailed, psycopg.Error) as exc:
+            raise classify(exc, step="finishing the staging schemas") from None
         try:
             event_triggers = swap(coordinator, the_plan, schemas)
         except psycopg.Error as exc:
-            if BUSY_MARKER in str(exc):
-                raise busy_error() from None
-            if isinstance(exc, psycopg.OperationalError):
-                raise LoadError(
-                    "The connection broke during the swap: it may or may not have been applied",
-                    hint="Run again once the destination is reachable: a re-run replaces the "
-                    "copy either way. Read stderr_tail for the cause.",
-                    stderr_tail=message_lines(exc),
-                ) from None
-            raise LoadError(
-                "Swapping the new copy in failed; the swap was rolled back",
-                hint="Read stderr_tail. The destination's schemas are unchanged; fix the "
-                "cause and run again.",
-                stderr_tail=message_lines(exc),
-            ) from None
+            raise swap_failed(exc) from None
         swapped = True
         logger.info(
             "Data load completed successfully",
@@ -1633,7 +1527,7 @@ def _copy_rows(
         _stop_workers(workers, stopping=scheduler.stopped)
         progress.stop()
     if scheduler.error is not None:
-        raise _classify(scheduler.error)
+        raise classify(scheduler.error, step="copying the tables")
     progress.finish()
     logger.info(
         "Data extraction completed successfully",
@@ -1661,46 +1555,3 @@ def _stop_workers(workers: list[Worker], *, stopping: bool) -> None:
                     worker.kill()
             worker.join(timeout=1.0)
         rounds += 1
-
-
-def _classify(error: BaseException) -> EltError | BaseException:
-    """The EltError a worker's failure is reported as (anything else is a bug)."""
-    result: EltError | BaseException = error
-    if isinstance(error, ConnectionFailed):
-        # A worker's login failing mid-run: the server went away after the job
-        # had connected, which is a failed extract or load, not a setup problem.
-        failed = ExtractError if error.context.get("database") == "source" else LoadError
-        hint = "Read stderr_tail. Check that the server is up, then run again; "
-        if any(marker in line for line in error.stderr_tail for marker in _NO_SLOT):
-            # Sessions opened by others after the workers were sized took the room.
-            hint = "The server accepts no more connections for this role: lower ELT_JOBS, "
-            hint += "or close other sessions, then run again; "
-        result = failed(
-            f"{error.message} during the parallel copy; nothing was changed",
-            hint=hint + "the destination's schemas are unchanged.",
-            stderr_tail=error.stderr_tail,
-        )
-    elif isinstance(error, _SourceFailed):
-        result = ExtractError(
-            "Reading a table from the source failed; nothing was committed",
-            hint="Read stderr_tail. Check that the source is up and that "
-            "SOURCE_POSTGRES_USER may read every table; the destination is unchanged.",
-            stderr_tail=error.stderr_tail,
-        )
-    elif isinstance(error, _CheckFailed):
-        result = ValidationFailed(
-            f"Validation could not be completed: the {error.side} figures could not be "
-            "computed; nothing was changed",
-            hint="Read stderr_tail, fix the cause (connection, permissions) and run again. "
-            "The destination's schemas are unchanged.",
-            stderr_tail=message_lines(error.error),
-        )
-    elif isinstance(error, OSError):
-        result = LoadError(
-            f"Starting a client tool failed: {error}",
-            hint="Install the PostgreSQL client tools (psql, pg_dump, pg_restore) of the "
-            "destination's major version, or put them on PATH.",
-        )
-    elif isinstance(error, psycopg.Error | _ToolFailed):
-        result = _load_error("Loading the staging schemas failed", error)
-    return result

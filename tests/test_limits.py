@@ -35,8 +35,9 @@ from conftest import (
 )
 from elt.config import load_settings
 from elt.errors import ConnectionFailed, EltError, ExtractError, LoadError
+from elt.failures import classify
 from elt.limits import LockTable, ensure_room, fast_path_slots
-from elt.parallel_copy import _classify, _sized, connections_needed, size_workers
+from elt.parallel_copy import _sized, connections_needed, size_workers
 
 SQL_DIR = REPO / "elt" / "sql"
 
@@ -477,9 +478,12 @@ NO_SLOT = [
 @pytest.mark.parametrize("line", NO_SLOT)
 def test_a_worker_refused_a_connection_is_told_to_lower_elt_jobs(line: str) -> None:
     failed = ConnectionFailed("Cannot log in", hint="-", stderr_tail=[line], database="destination")
-    error = _classify(failed)
+    error = classify(failed, step="copying the tables")
     assert isinstance(error, LoadError)
     assert "lower ELT_JOBS" in error.hint
-    other = _classify(ConnectionFailed("Cannot log in", hint="-", stderr_tail=["timeout expired"]))
+    other = classify(
+        ConnectionFailed("Cannot log in", hint="-", stderr_tail=["timeout expired"]),
+        step="copying the tables",
+    )
     assert isinstance(other, LoadError)
     assert "ELT_JOBS" not in other.hint
