@@ -34,6 +34,7 @@ from elt.sql import LOCK_KEY, read_sql
 from elt.validate import (
     RECORD_HASH_MIN_VERSION,
     Figures,
+    TableFigures,
     collect,
     compare_sequences,
     compare_tables,
@@ -321,6 +322,38 @@ class BothFigures:
     destination: Figures
 
 
+@dataclass(frozen=True)
+class _Measuring:
+    """What both sides' figures are taken with (the same on each side)."""
+
+    schemas: list[str]
+    level: ValidationLevel
+    record_hash: bool
+    convert_to: str | None
+
+    def figures(
+        self,
+        conn: Connection,
+        known: dict[str, TableFigures],
+        skip: frozenset[str],
+        stop: threading.Event | None = None,
+        *,
+        source: bool,
+    ) -> Figures:
+        figures = collect(
+            conn,
+            self.schemas,
+            self.level,
+            stop,
+            record_hash=self.record_hash,
+            recompute_matviews=source,
+            skip=frozenset(known) | skip,
+            convert_to=self.convert_to,
+        )
+        figures.tables.update(known)
+        return figures
+
+
 def _measure(
     settings: Settings,
     snapshot: SourceSnapshot,
@@ -344,21 +377,13 @@ def _measure(
     except ConnectionFailed as exc:  # after the commit: the copy is there, but unproven
         raise figures_failed("destination", exc, committed=True) from None
     versions = (snapshot.conn.info.server_version, destination.info.server_version)
-    record_hash = min(versions) >= RECORD_HASH_MIN_VERSION
-    convert_to = digest_encoding(_server_encoding(snapshot.conn), _server_encoding(destination))
+    encodings = (_server_encoding(snapshot.conn), _server_encoding(destination))
+    how = _Measuring(
+        source.schemas, level, min(versions) >= RECORD_HASH_MIN_VERSION, digest_encoding(*encodings)
+    )
 
     def source_side() -> tuple[Figures, dict[str, int | None]]:
-        figures = collect(
-            snapshot.conn,
-            source.schemas,
-            level,
-            stop,
-            record_hash=record_hash,
-            recompute_matviews=True,
-            skip=frozenset(known_source) | source.rowless,
-            convert_to=convert_to,
-        )
-        figures.tables.update(known_source)
+        figures = how.figures(snapshot.conn, known_source, source.rowless, stop, source=True)
         return figures, sequence_values(snapshot.conn, source.schemas)
 
     with destination, ThreadPoolExecutor(1) as executor:
@@ -366,15 +391,9 @@ def _measure(
         try:
             try:
                 prepare_session(destination)
-                destination_figures = collect(
-                    destination,
-                    source.schemas,
-                    level,
-                    record_hash=record_hash,
-                    skip=frozenset(known_destination) | source.rowless,
-                    convert_to=convert_to,
+                destination_figures = how.figures(
+                    destination, known_destination, source.rowless, source=False
                 )
-                destination_figures.tables.update(known_destination)
                 destination.rollback()  # read-only work; end the transaction before closing
             except psycopg.Error as exc:
                 raise figures_failed("destination", exc, committed=True) from None
