@@ -22,8 +22,10 @@ import pytest
 
 from conftest import (
     REFUSE_FILM_ACTORS_KEYS,
+    SEEDED_TEMPLATE,
     Databases,
     EltRun,
+    PgServer,
     both_paths,
     elt_sessions,
     finish,
@@ -288,3 +290,21 @@ def test_the_same_failure_ends_the_same_way_on_both_paths(
     else:
         assert after == before
         assert not run.find("ELT pipeline completed successfully")
+
+
+def test_one_database_under_two_host_names_is_refused_before_copying(
+    source_server: PgServer,
+) -> None:
+    """Told apart by name, one server: the identity read after login (server_identity.sql)
+    refuses it before either path starts."""
+    source_server.recreate_database("source_db", template=SEEDED_TEMPLATE)
+    same = Databases(source_server, source_server, destination_db="source_db")
+    before = source_server.fingerprint("source_db")
+
+    run = run_elt(same.env(DESTINATION_POSTGRES_HOST="localhost"))
+
+    assert run.returncode == 2, run.stdout
+    error = the_error(run)
+    assert error["error"] == "Source and destination settings lead to the same database"
+    assert error["variable"] == "DESTINATION_POSTGRES_DB"
+    assert source_server.fingerprint("source_db") == before
