@@ -148,7 +148,7 @@ def failed(
     if _says(lines, NO_SLOT):
         # Sessions opened by others after the parallel copy was sized took the room.
         hint = "The server accepts no more connections for this role: lower ELT_JOBS, or "
-        hint += f"close other sessions, then run again; the {side}'s data is unchanged."
+        hint += "close other sessions, then run again; the destination is unchanged."
     elif _says(lines, LOST):
         hint = f"The connection to the {side} was lost mid-run: check that it is up. " + hint
     kind = ExtractError if side == "source" else LoadError
