@@ -13,61 +13,12 @@ it was. Re-running replaces the same schemas again, so it is idempotent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from elt.config import DatabaseSettings
-from elt.errors import EltError, LoadError
 from elt.processes import connection_args
 from elt.sql import LOCK_KEY, SQL_DIR
 
 PREPARE_SQL = SQL_DIR / "prepare_destination.sql"
-# Raised by replace_schemas.sql (both paths) when another run holds the lock.
-BUSY_MARKER = "another ELT run is loading this destination"
-
-
-def busy_error(*, stderr_tail: Sequence[str] = (), **context: Any) -> LoadError:
-    """Another run holds one of the destination's locks (the run's, the load's or
-    the parallel copy's coordinator's): this run refuses and changes nothing."""
-    return LoadError(
-        "Another ELT run is loading this destination database right now (or still "
-        "validating it); nothing was changed",
-        hint="Wait for the other run to finish, then run again.",
-        stderr_tail=stderr_tail,
-        **context,
-    )
-
-
-# PostgreSQL's two messages for text that the destination's encoding cannot hold.
-ENCODING_MARKERS = ("invalid byte sequence for encoding", "has no equivalent in encoding")
-
-
-def encoding_error(
-    error: EltError, source_encoding: str, destination_encoding: str
-) -> LoadError | None:
-    """The copy failed on text that the destination's encoding cannot hold: a limit
-    of PostgreSQL, said as such with the setting to change, and the same on both
-    paths; None for any other failure.
-
-    A SQL_ASCII source's bytes are declared in the destination's encoding
-    (extract.copy_encoding): the source's server checks them as it sends them,
-    so pg_dump or the COPY out fails. Any other pair converts on the
-    destination, which fails on characters its encoding lacks.
-    """
-    if source_encoding == destination_encoding:
-        return None  # no conversion: not a mismatch of encodings
-    if not any(m in line for line in error.stderr_tail for m in ENCODING_MARKERS):
-        return None
-    fit = "SQL_ASCII" if source_encoding == "SQL_ASCII" else "UTF8"
-    return LoadError(
-        f"The source database ({source_encoding}) holds text that the destination's "
-        f"encoding ({destination_encoding}) cannot store; nothing was changed",
-        hint=f"Copy into a destination database created with ENCODING '{fit}' "
-        f"(CREATE DATABASE ... ENCODING '{fit}' TEMPLATE template0), or correct the "
-        "values named in stderr_tail on the source.",
-        stderr_tail=error.stderr_tail,
-        source_encoding=source_encoding,
-        destination_encoding=destination_encoding,
-    )
 
 
 def schemas_literal(schemas: list[str]) -> str:

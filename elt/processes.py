@@ -1,5 +1,11 @@
 """Running the PostgreSQL client tools: environment, pipelines, stderr, cancellation.
 
+Every child process of the job starts here: `Pipeline` (and `run_tool`) for
+streams that must never be held whole, `run_in_memory` for tools whose input
+and output are small (schema archives, TOC lists), `start_tool` for a process
+the caller wires up itself. A tool missing from PATH is `tool_not_found` on
+each, and a tool's failure `ToolFailed` (elt/failures.py names the culprit).
+
 Three rules learned the hard way:
 
 * Passwords travel in the child's environment (PGPASSWORD), never in argv,
@@ -16,6 +22,7 @@ Three rules learned the hard way:
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import subprocess
@@ -29,6 +36,8 @@ from elt.config import DatabaseSettings
 from elt.errors import SettingsError
 
 STDERR_TAIL_LINES = 20
+# In an argv given to run_in_memory, stands for the pipe that carries the TOC list.
+LIST_FILE = "/dev/fd/{list}"
 # libpq variables the job sets itself for each side; inherited values would
 # silently redirect a tool to another server, user or password.
 _LIBPQ_OVERRIDES = (
@@ -68,6 +77,30 @@ def child_env(
     # Tools' messages in English, so that the hints we attach stay meaningful.
     env["LC_MESSAGES"] = "C"
     return env
+
+
+def tool_not_found(tool: str) -> SettingsError:
+    """The one error for a client tool missing from PATH, whichever path started it."""
+    return SettingsError(
+        f"{tool} was not found on PATH",
+        hint="Install the PostgreSQL client tools (Debian: postgresql-client-17), "
+        "of the destination's major version, or put them on PATH.",
+        tool=tool,
+    )
+
+
+class ToolFailed(Exception):
+    """A client tool exited non-zero. `side` ("source" or "destination"), when the
+    one who raises it knows which server the tool was talking to."""
+
+    def __init__(
+        self, tool: str, returncode: int, stderr_tail: list[str], *, side: str | None = None
+    ) -> None:
+        super().__init__(f"{tool} exited with {returncode}")
+        self.tool = tool
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        self.side = side
 
 
 def connection_args(db: DatabaseSettings) -> list[str]:
@@ -207,12 +240,7 @@ class Pipeline:
                     assert stdin is not None
                     stdin.close()
                     os.close(write_fd)
-                raise SettingsError(
-                    f"{stage.argv[0]} was not found on PATH",
-                    hint="Install the PostgreSQL client tools (Debian: postgresql-client-17), "
-                    "of the destination's major version, or put them on PATH.",
-                    tool=stage.argv[0],
-                ) from None
+                raise tool_not_found(stage.argv[0]) from None
             if relay_from is not None:
                 assert stdin is not None
                 stdin.close()  # the child has its own copy of the read end
@@ -278,3 +306,79 @@ def run_tool(stage: Stage) -> StageResult:
     """Run one tool to completion (a pipeline of one)."""
     with Pipeline([stage]) as pipeline:
         return pipeline.wait()[0]
+
+
+def start_tool(
+    argv: list[str], env: Mapping[str, str], *, stdin: int | None, stdout: int, stderr: int
+) -> subprocess.Popen[bytes]:
+    """Popen for a caller that wires the process up itself (the parallel copy's
+    COPY pairs); a tool missing from PATH raises tool_not_found."""
+    try:
+        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=dict(env))
+    except FileNotFoundError:
+        raise tool_not_found(argv[0]) from None
+
+
+def run_in_memory(
+    argv: list[str], env: dict[str, str], stdin: bytes, listing: str | None = None
+) -> bytes:
+    """Run one tool on in-memory input and return its stdout; nothing touches the disk.
+
+    `listing`, a TOC list for pg_restore --use-list, goes through a pipe whose
+    /dev/fd path replaces LIST_FILE in argv. Raises ToolFailed with the stderr tail.
+    """
+    read_fd = write_fd = -1
+    if listing is not None:
+        read_fd, write_fd = os.pipe()
+        argv = [a.replace(LIST_FILE, f"/dev/fd/{read_fd}") for a in argv]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            pass_fds=(read_fd,) if listing is not None else (),
+        )
+    except FileNotFoundError:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+        raise tool_not_found(argv[0]) from None
+    try:
+        if listing is not None:
+            os.close(read_fd)
+            read_fd = -1
+            # A TOC list is small (one line per object): it fits the pipe buffer
+            # for all but huge schemas, and a writer thread covers those.
+            data = listing.encode("utf-8", "surrogateescape")  # see listing_text()
+            writer = threading.Thread(target=_write_all, args=(write_fd, data))
+            writer.start()
+            write_fd = -1
+        out, err = proc.communicate(stdin)
+        if listing is not None:
+            writer.join()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+    if proc.returncode != 0:
+        lines = err.decode("utf-8", "replace").splitlines()[-STDERR_TAIL_LINES:]
+        raise ToolFailed(argv[0], proc.returncode, lines)
+    return out
+
+
+def listing_text(out: bytes) -> str:
+    """pg_restore --list output as text. Names in it are in the archive's encoding,
+    which need not be UTF-8; surrogateescape keeps every byte, so a line goes
+    back to pg_restore unchanged (it only reads the leading dump ID anyway)."""
+    return out.decode("utf-8", "surrogateescape")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as pipe:
+        pipe.write(data)

@@ -18,8 +18,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from elt.connect import Connection, fetch_all, fetch_one
-from elt.errors import LoadError, message_lines
-from elt.load import busy_error
+from elt.errors import LoadError
+from elt.failures import busy_error, failed
 from elt.sql import LOCK_KEY, read_sql
 
 STAGING_PREFIX = "elt_staging_"
@@ -88,10 +88,11 @@ def check_dependents(
             blockers, _, views = _dependents(session, schemas, recreated)
             missing = _missing_privileges(session)
     except psycopg.Error as exc:
-        raise LoadError(
+        raise failed(
+            "destination",
             "Checking what depends on the copied schemas failed; nothing was changed",
+            exc,
             hint="Check that the destination is up, then run again.",
-            stderr_tail=message_lines(exc),
         ) from None
     if blockers != "none":
         raise LoadError(
@@ -157,10 +158,11 @@ def remove_leftovers(session: Connection, logger: logging.Logger) -> None:
         with session.transaction():
             names = _lock_and_drop(session, None)
     except psycopg.Error as exc:
-        raise LoadError(
+        raise failed(
+            "destination",
             "Removing the staging schemas of an interrupted run failed; nothing else was changed",
+            exc,
             hint="Read stderr_tail, fix the cause (a lock, say), then run again.",
-            stderr_tail=message_lines(exc),
         ) from None
     if names:
         logger.warning(

@@ -12,8 +12,8 @@ from elt.config import DatabaseSettings, load_settings
 from elt.connect import pg_isready_argv
 from elt.errors import ExtractError, LoadError
 from elt.extract import copy_encoding, pg_dump_argv
+from elt.failures import stream_failure
 from elt.load import PREPARE_SQL, pg_restore_argv, psql_load_argv, schemas_literal
-from elt.pipeline import _failure
 from elt.processes import StageResult, child_env
 from elt.validate import compare_sequences, digest_encoding
 
@@ -161,7 +161,7 @@ FAILURES = [
 def test_failures_are_blamed_on_the_right_step(
     codes: tuple[int, int, int], kind: type | None, tool: str | None
 ) -> None:
-    failure = _failure(_results(*codes))
+    failure = stream_failure(_results(*codes))
     if kind is None:
         assert failure is None
         return

@@ -35,8 +35,8 @@ from conftest import (
 )
 from elt.config import load_settings
 from elt.errors import ConnectionFailed, EltError, ExtractError, LoadError
+from elt.failures import classify
 from elt.limits import LockTable, ensure_room, fast_path_slots
-from elt.parallel.failures import classify
 from elt.parallel.sizing import connections_needed, size_workers, sized_settings
 
 SQL_DIR = REPO / "elt" / "sql"
@@ -478,9 +478,12 @@ NO_SLOT = [
 @pytest.mark.parametrize("line", NO_SLOT)
 def test_a_worker_refused_a_connection_is_told_to_lower_elt_jobs(line: str) -> None:
     failed = ConnectionFailed("Cannot log in", hint="-", stderr_tail=[line], database="destination")
-    error = classify(failed)
+    error = classify(failed, step="copying the tables")
     assert isinstance(error, LoadError)
     assert "lower ELT_JOBS" in error.hint
-    other = classify(ConnectionFailed("Cannot log in", hint="-", stderr_tail=["timeout expired"]))
+    other = classify(
+        ConnectionFailed("Cannot log in", hint="-", stderr_tail=["timeout expired"]),
+        step="copying the tables",
+    )
     assert isinstance(other, LoadError)
     assert "ELT_JOBS" not in other.hint

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from elt.config import DatabaseSettings
-from elt.processes import connection_args
+from elt.processes import LIST_FILE, connection_args
 from elt.replace import STAGING_PREFIX
 
 if TYPE_CHECKING:
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 PSQL_FLAGS = ("-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1")
 ROWS_MARKER = "elt_rows="
-# Stands for the pipe that carries a TOC list to pg_restore (see tools.tool_output).
-LIST_FILE = "/dev/fd/{list}"
 
 
 def quote_ident(name: str) -> str:

@@ -13,16 +13,14 @@ import psycopg
 
 from elt.config import Settings
 from elt.connect import Connection
-from elt.errors import LoadError, message_lines
-from elt.load import BUSY_MARKER, busy_error
-from elt.parallel.failures import classify, load_error
+from elt.failures import classify, swap_failed
 from elt.parallel.plan import Plan, make_plan
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.sizing import sized_settings
 from elt.parallel.staging import Coordinator, clean_up, create_staging, finish_staging, swap
 from elt.parallel.tables import CopyTable
-from elt.parallel.tools import ToolFailed
 from elt.parallel.worker import Worker
+from elt.processes import ToolFailed
 from elt.progress import CopyStats, Progress, mb_per_second
 
 
@@ -61,7 +59,7 @@ def copy(
         try:
             finish_staging(settings, coordinator, plan)
         except (ToolFailed, psycopg.Error) as exc:
-            raise load_error("Finishing the staging schemas failed", exc) from None
+            raise classify(exc, step="finishing the staging schemas") from None
         event_triggers = _swap_in(coordinator, plan, schemas)
         swapped = True
         _log_loaded(logger, stats, started)
@@ -105,7 +103,7 @@ def _plan_and_stage(
             tables=tables,
         )
     except (ToolFailed, psycopg.Error) as exc:
-        raise load_error("Planning the parallel copy failed; nothing was changed", exc) from None
+        raise classify(exc, step="planning the parallel copy") from None
     logger.info(
         "Parallel copy planned",
         extra={
@@ -120,30 +118,16 @@ def _plan_and_stage(
     try:
         create_staging(settings, coordinator, plan)
     except (ToolFailed, psycopg.Error) as exc:
-        raise load_error("Creating the staging schemas failed", exc) from None
+        raise classify(exc, step="creating the staging schemas") from None
     return plan
 
 
 def _swap_in(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
-    """swap(), its failures reported as LoadErrors (or the busy error)."""
+    """swap(), its failures reported as the swap's errors (or the busy error)."""
     try:
         return swap(coordinator, plan, schemas)
     except psycopg.Error as exc:
-        if BUSY_MARKER in str(exc):
-            raise busy_error() from None
-        if isinstance(exc, psycopg.OperationalError):
-            raise LoadError(
-                "The connection broke during the swap: it may or may not have been applied",
-                hint="Run again once the destination is reachable: a re-run replaces the "
-                "copy either way. Read stderr_tail for the cause.",
-                stderr_tail=message_lines(exc),
-            ) from None
-        raise LoadError(
-            "Swapping the new copy in failed; the swap was rolled back",
-            hint="Read stderr_tail. The destination's schemas are unchanged; fix the "
-            "cause and run again.",
-            stderr_tail=message_lines(exc),
-        ) from None
+        raise swap_failed(exc) from None
 
 
 def _log_loaded(logger: logging.Logger, stats: CopyStats, started: float) -> None:
@@ -195,7 +179,7 @@ def _perform_tasks(
         _stop_workers(workers, stopping=scheduler.stopped)
         progress.stop()
     if scheduler.error is not None:
-        raise classify(scheduler.error)
+        raise classify(scheduler.error, step="copying the tables")
     progress.finish()
     logger.info(
         "Data extraction completed successfully",

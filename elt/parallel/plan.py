@@ -35,8 +35,7 @@ from elt.parallel.toc import (
     check_expression_code,
     parse_toc,
 )
-from elt.parallel.tools import toc_listing, tool_output
-from elt.processes import child_env
+from elt.processes import child_env, listing_text, run_in_memory
 from elt.replace import STAGING_MARKER
 from elt.sql import read_sql
 from elt.validate import RECORD_HASH_MIN_VERSION, TableFigures, digest_encoding, list_relations
@@ -103,7 +102,7 @@ def make_plan(
 ) -> Plan:
     """Plan the copy; NotEligible (nothing changed) for a source it cannot stage."""
     env_source = child_env(settings.source, settings.connect_timeout_seconds)
-    source_archive = tool_output(
+    source_archive = run_in_memory(
         schema_dump_argv(settings.source, snapshot_id, []), env_source, b""
     )
     cursor = snapshot.cursor(row_factory=dict_row)
@@ -157,9 +156,11 @@ def _staging_schema(
             restore = schema_restore_argv(
                 settings.destination, scratch.dbname, copy_ownership=settings.copy_ownership
             )
-            tool_output(restore, env, source_archive)
+            run_in_memory(restore, env, source_archive)
             comments = _rename_to_staging(conn, staged, unwritten)
-            archive = tool_output(schema_dump_argv(scratch, None, list(staged.values())), env, b"")
+            archive = run_in_memory(
+                schema_dump_argv(scratch, None, list(staged.values())), env, b""
+            )
             entries = _listed(archive, env)
             post_ids = {e.dump_id for e in _listed(archive, env, "--section=post-data")}
             post_data = [e for e in entries if e.dump_id in post_ids]
@@ -171,7 +172,7 @@ def _staging_schema(
 
 def _listed(archive: bytes, env: dict[str, str], *options: str) -> list[TocEntry]:
     """The archive's entries, as pg_restore --list names them."""
-    return parse_toc(toc_listing(tool_output(["pg_restore", "--list", *options], env, archive)))
+    return parse_toc(listing_text(run_in_memory(["pg_restore", "--list", *options], env, archive)))
 
 
 def _scratch_settings(destination: DatabaseSettings, dbname: str) -> DatabaseSettings:

@@ -10,8 +10,7 @@ import psycopg
 from elt import limits
 from elt.config import Settings, ValidationLevel
 from elt.connect import Connection
-from elt.errors import ExtractError, message_lines
-from elt.parallel.failures import load_error
+from elt.failures import failed
 from elt.parallel.toc import NotEligible
 
 
@@ -42,15 +41,16 @@ def sized_settings(
     try:
         destination_room = limits.connection_room(destination)
     except psycopg.Error as exc:
-        raise load_error("Reading the destination's connection limits failed", exc) from None
+        raise failed(
+            "destination",
+            "Reading the destination's connection limits failed; nothing was changed",
+            exc,
+        ) from None
     try:
         source_room = limits.connection_room(snapshot)
     except psycopg.Error as exc:
-        raise ExtractError(
-            "Reading the source's connection limits failed; nothing was changed",
-            hint="Read stderr_tail. Check that the source is up, then run again; "
-            "the destination is unchanged.",
-            stderr_tail=message_lines(exc),
+        raise failed(
+            "source", "Reading the source's connection limits failed; nothing was changed", exc
         ) from None
     rooms = destination_room, source_room
     validation = settings.validation is not ValidationLevel.OFF

@@ -19,13 +19,11 @@ from psycopg.rows import dict_row
 from elt.config import Settings
 from elt.connect import Connection
 from elt.errors import LoadError, message_lines
-from elt.load import busy_error
+from elt.failures import busy_error, failed
 from elt.parallel.commands import schema_restore_argv, scratch_database_name
-from elt.parallel.failures import load_error
 from elt.parallel.plan import Plan
 from elt.parallel.toc import NotEligible
-from elt.parallel.tools import tool_output
-from elt.processes import APPLICATION_NAME, child_env
+from elt.processes import APPLICATION_NAME, child_env, run_in_memory
 from elt.replace import drop_marked
 from elt.sql import LOCK_KEY, read_sql
 from elt.validate import list_relations
@@ -45,8 +43,8 @@ class Coordinator:
                 read_sql("coordinator_lock.sql"), {"lock_key": LOCK_KEY}
             ).fetchone()
         except psycopg.Error as exc:
-            raise load_error(
-                "Preparing the parallel copy failed; nothing was changed", exc
+            raise failed(
+                "destination", "Preparing the parallel copy failed; nothing was changed", exc
             ) from None
         assert row is not None
         if not row["locked"]:
@@ -88,7 +86,7 @@ class Coordinator:
 
 def create_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
     """The staging schemas' pre-data, in one transaction; the real schemas are not touched."""
-    tool_output(
+    run_in_memory(
         schema_restore_argv(
             settings.destination,
             settings.destination.dbname,
@@ -108,7 +106,7 @@ def create_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> 
 def finish_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
     """Post-data that is not per table, sequence values, materialized views."""
     if plan.remainder:
-        tool_output(
+        run_in_memory(
             schema_restore_argv(
                 settings.destination,
                 settings.destination.dbname,

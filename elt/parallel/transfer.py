@@ -17,11 +17,9 @@ from elt.parallel.commands import (
     copy_out_argv,
     copy_session_options,
 )
-from elt.parallel.failures import SourceFailed
 from elt.parallel.plan import Plan
 from elt.parallel.tables import CopyTable
-from elt.parallel.tools import ToolFailed
-from elt.processes import OutputTail, child_env
+from elt.processes import OutputTail, ToolFailed, child_env, start_tool
 from elt.progress import Progress
 
 Process = subprocess.Popen[bytes]
@@ -41,10 +39,10 @@ def start_pair(
         env["PGCLIENTENCODING"] = plan.encoding  # text rows travel in the source's encoding
     pipe = subprocess.PIPE
     argv = copy_out_argv(settings.source, snapshot_id, table)
-    out = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, env=env_out)
+    out = start_tool(argv, env_out, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe)
     started.append(out)
     argv = copy_in_argv(settings.destination, plan.staged[table.schema], table)
-    into = subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=pipe, env=env_in)
+    into = start_tool(argv, env_in, stdin=pipe, stdout=pipe, stderr=pipe)
     started.append(into)
     return out, into
 
@@ -89,13 +87,15 @@ def rows_loaded(out: Process, into: Process, tails: list[OutputTail], *, loader_
     relay() stop the source.
     """
     if out.returncode != 0 and not loader_gone:
-        raise SourceFailed(tails[0].lines)
+        raise ToolFailed("psql", out.returncode, tails[0].lines, side="source")
     if into.returncode != 0:
-        raise ToolFailed("psql", into.returncode, tails[1].lines)
+        raise ToolFailed("psql", into.returncode, tails[1].lines, side="destination")
     rows = next(
         (int(line[len(ROWS_MARKER) :]) for line in tails[2].lines if line.startswith(ROWS_MARKER)),
         None,
     )
     if rows is None:
-        raise ToolFailed("psql", 0, ["psql did not report the number of rows loaded"])
+        raise ToolFailed(
+            "psql", 0, ["psql did not report the number of rows loaded"], side="destination"
+        )
     return rows

@@ -16,19 +16,22 @@ from psycopg import sql
 
 from elt.config import Settings
 from elt.errors import LoadError
+from elt.failures import FiguresFailed
 from elt.parallel.commands import entry_sql_argv
-from elt.parallel.failures import Cancelled, CheckFailed
 from elt.parallel.plan import Plan
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.sessions import WorkerSessions
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task
 from elt.parallel.toc import TocEntry
-from elt.parallel.tools import tool_output
 from elt.parallel.transfer import Process, relay, rows_loaded, start_pair
-from elt.processes import child_env
+from elt.processes import child_env, run_in_memory
 from elt.progress import Progress
 from elt.validate import measure, table_key
+
+
+class Cancelled(Exception):
+    """The main thread stopped the run; the reason is reported there."""
 
 
 class Worker(threading.Thread):
@@ -166,7 +169,7 @@ class Worker(threading.Thread):
             if task.kind == "check_destination":
                 conn.commit()  # read-only; do not hold a snapshot between tasks
         except psycopg.Error as exc:
-            raise CheckFailed(task.kind.removeprefix("check_"), exc) from None
+            raise FiguresFailed(task.kind.removeprefix("check_"), exc) from None
 
 
 def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding: str) -> str:
@@ -177,7 +180,7 @@ def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding:
     meta-commands at all, so they are dropped. Any other backslash line is
     unexpected and refused.
     """
-    out = tool_output(
+    out = run_in_memory(
         entry_sql_argv(copy_ownership=settings.copy_ownership),
         child_env(None, settings.connect_timeout_seconds),
         plan.archive,

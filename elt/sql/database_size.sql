@@ -1,0 +1,4 @@
+-- The source database's size on disk, which decides whether the parallel copy
+-- pays off (ELT_PARALLEL_MIN_MB). pg_database_size reads the directory and
+-- takes no lock, so a locked source table cannot hold up this decision.
+SELECT pg_catalog.pg_database_size(pg_catalog.current_database()) AS bytes;
