@@ -1,6 +1,6 @@
 """A worker thread: takes tasks from the scheduler until none is left.
 
-A task copies a table's rows (transfer.py), builds an index or key, or
+A task copies a table's rows (insession.py or transfer.py), builds an index or key, or
 measures a table for validation. cancel() and kill() reach every session the
 worker opened (sessions.py) and every psql it started.
 """
@@ -17,7 +17,8 @@ from psycopg import sql
 from elt.config import Settings
 from elt.errors import LoadError
 from elt.parallel.commands import entry_sql_argv
-from elt.parallel.failures import Cancelled, CheckFailed
+from elt.parallel.failures import Cancelled, CheckFailed, SourceFailed
+from elt.parallel.insession import SMALL_TABLE_BYTES, SessionPair, SessionPool, copy_rows
 from elt.parallel.plan import Plan
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.sessions import WorkerSessions
@@ -41,6 +42,7 @@ class Worker(threading.Thread):
         plan: Plan,
         scheduler: Scheduler,
         progress: Progress,
+        pool: SessionPool,
     ) -> None:
         super().__init__(name=f"elt-copy-{number}", daemon=True)
         self.settings = settings
@@ -48,6 +50,8 @@ class Worker(threading.Thread):
         self.plan = plan
         self.scheduler = scheduler
         self.progress = progress
+        self.pool = pool
+        self._pair: SessionPair | None = None  # the session pair of a copy running now
         self.sessions = WorkerSessions(settings, snapshot_id, plan.archive_encoding)
         self.cancelled = False
         self._procs: list[Process] = []
@@ -80,6 +84,9 @@ class Worker(threading.Thread):
                     # request, so a COPY waiting on a lock there ends too
                     # instead of holding locks the clean-up needs.
                     proc.send_signal(signal.SIGINT)
+            pair = self._pair
+        if pair is not None:
+            pair.cancel()
         self.sessions.cancel()
 
     def _take_tasks(self) -> None:
@@ -93,9 +100,46 @@ class Worker(threading.Thread):
             self.scheduler.done(task)
 
     def _transfer(self, table: CopyTable) -> None:
-        """The table's rows into its staging table (transfer.py)."""
+        """The table's rows into its staging table: a small table's through a pair
+        of long-lived sessions (insession.py), a large one's by a psql pair."""
         started = time.monotonic()
         self.progress.table_started(table.label, table.size)
+        in_session = table.size < SMALL_TABLE_BYTES
+        if in_session:
+            rows = self._transfer_in_session(table)
+        else:
+            with self.pool.psql_slot():
+                rows = self._transfer_by_psql(table)
+        through = "sessions" if in_session else "psql"
+        self.progress.logger.debug("Rows moved", extra={"table": table.label, "through": through})
+        self.progress.table_done(table.label, rows, time.monotonic() - started)
+
+    def _transfer_in_session(self, table: CopyTable) -> int:
+        try:
+            with self.pool.pair(self._register) as pair:
+                if self.cancelled:
+                    raise Cancelled
+                return copy_rows(
+                    pair,
+                    self.progress,
+                    table,
+                    self.plan.staged[table.schema],
+                    encoding=self.plan.encoding,
+                    cancelled=lambda: self.cancelled,
+                )
+        except (psycopg.Error, SourceFailed):
+            if self.cancelled:  # the cancel request's own error
+                raise Cancelled from None
+            raise
+
+    def _register(self, pair: SessionPair | None) -> None:
+        """The session pair cancel() reaches (None: none in use)."""
+        with self._lock:
+            self._pair = pair
+        if pair is not None and self.cancelled:
+            raise Cancelled
+
+    def _transfer_by_psql(self, table: CopyTable) -> int:
         try:
             with self._lock:  # cancel() must see every process started
                 if self.cancelled:
@@ -113,8 +157,7 @@ class Worker(threading.Thread):
                 self._procs = []
         if self.cancelled:
             raise Cancelled
-        rows = rows_loaded(out, into, tails, loader_gone=loader_gone)
-        self.progress.table_done(table.label, rows, time.monotonic() - started)
+        return rows_loaded(out, into, tails, loader_gone=loader_gone)
 
     def _build(self, task: Task) -> None:
         started = time.monotonic()

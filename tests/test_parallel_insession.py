@@ -1,0 +1,67 @@
+"""The parallel copy's two ways of moving rows, chosen by a table's size
+(elt/parallel/insession.py: small tables through the workers' sessions;
+elt/parallel/transfer.py: large ones through a psql pair), against real servers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import Databases, run_elt
+from elt.parallel.insession import SMALL_TABLE_BYTES
+
+# Text-format rows (a user-defined type sends a table to text) and binary ones,
+# each in a small table and in one just over the threshold.
+TABLES = """
+CREATE TYPE public.mood AS ENUM ('calm', 'tense');
+CREATE TABLE public.{name}_text (id int PRIMARY KEY, note text, m public.mood, at timestamptz);
+CREATE TABLE public.{name}_binary (id int PRIMARY KEY, note text, at timestamptz, v numeric);
+CREATE INDEX ON public.{name}_text (note);
+INSERT INTO public.{name}_text
+    SELECT i, repeat(E'tab\\there ', i % 5) || i, 'tense', '2026-01-01 12:00+02'::timestamptz + i * interval '1 min'
+    FROM generate_series(1, {rows}) AS i;
+INSERT INTO public.{name}_binary
+    SELECT i, 'ümlaut ' || i, '2026-01-01 12:00+02'::timestamptz, i / 7.0
+    FROM generate_series(1, {rows}) AS i;
+"""
+SMALL_ROWS = 50
+LARGE_ROWS = 120_000  # about 9 MB per table: over SMALL_TABLE_BYTES
+
+
+@pytest.fixture
+def dbs(dbs: Databases) -> Databases:
+    dbs.path = "parallel"
+    return dbs
+
+
+def test_small_tables_go_through_sessions_and_large_ones_through_psql(dbs: Databases) -> None:
+    dbs.source.execute("source_db", TABLES.format(name="small", rows=SMALL_ROWS))
+    large = TABLES.format(name="large", rows=LARGE_ROWS).replace("CREATE TYPE", "-- ")
+    dbs.source.execute("source_db", large)
+    sizes = dict(
+        dbs.source.query(
+            "source_db",
+            "SELECT relname::text, pg_table_size(oid) FROM pg_class "
+            "WHERE relname IN ('small_text', 'small_binary', 'large_text', 'large_binary')",
+        )
+    )
+    assert all(
+        (size >= SMALL_TABLE_BYTES) == name.startswith("large") for name, size in sizes.items()
+    ), sizes
+
+    run = run_elt(dbs.env(ELT_LOG_LEVEL="DEBUG"))
+
+    assert run.returncode == 0, run.stdout
+    assert run.stderr == ""
+    assert run.logs[-1]["copy_path"] == "parallel"
+    through = {line["table"]: line["through"] for line in run.find("Rows moved")}
+    assert through["public.large_text"] == through["public.large_binary"] == "psql"
+    assert through["public.small_text"] == through["public.small_binary"] == "sessions"
+    assert {t for t, way in through.items() if way == "psql"} == {
+        "public.large_text",
+        "public.large_binary",
+    }
+    copied = {line["table"]: line["rows"] for line in run.find("Table copied")}
+    assert copied["public.small_text"] == copied["public.small_binary"] == SMALL_ROWS
+    assert copied["public.large_text"] == copied["public.large_binary"] == LARGE_ROWS
+    assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
