@@ -88,9 +88,12 @@ def schema_restore_argv(
     return argv
 
 
-def entry_sql_argv(*, copy_ownership: bool) -> list[str]:
-    """pg_restore printing the SQL of the entries in the TOC list it is given."""
+def entry_sql_argv(*, copy_ownership: bool, verbose: bool = False) -> list[str]:
+    """pg_restore printing the SQL of the entries in the TOC list it is given
+    (`verbose`: with each entry's dump ID in its header, see entries.py)."""
     argv = ["pg_restore", "--format=custom", f"--use-list={LIST_FILE}", "--file=-"]
+    if verbose:
+        argv.append("--verbose")
     if not copy_ownership:
         argv += ["--no-owner", "--no-privileges"]
     return argv

@@ -26,6 +26,7 @@ from elt.parallel.commands import (
     schema_restore_argv,
     staging_names,
 )
+from elt.parallel.entries import printed_entries
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task, build_tasks, check_tasks
 from elt.parallel.toc import (
@@ -72,6 +73,8 @@ class Plan:
     destination_figures: dict[str, TableFigures] = field(default_factory=dict)
     # staging schema -> the comment it takes at the swap (the source schema's)
     comments: dict[str, str | None] = field(default_factory=dict)
+    # build entries' SQL by dump ID, as pg_restore prints it (entries.py)
+    printed: dict[int, bytes] = field(default_factory=dict)
 
     def staged_ident(self, table: CopyTable) -> sql.Identifier:
         return sql.Identifier(self.staged[table.schema], table.name)
@@ -137,6 +140,9 @@ def make_plan(
         record_hash=min(versions) >= RECORD_HASH_MIN_VERSION,
         source_listed={(str(r[0]), str(r[1])): r for r in list_relations(snapshot, schemas)},
         comments=staging.comments,
+        printed=printed_entries(
+            staging.archive, [t.entry for t in tasks if t.entry is not None], settings
+        ),
     )
 
 

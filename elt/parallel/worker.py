@@ -15,8 +15,7 @@ import psycopg
 from psycopg import sql
 
 from elt.config import Settings
-from elt.errors import LoadError
-from elt.parallel.commands import entry_sql_argv
+from elt.parallel.entries import entry_sql, runnable_sql
 from elt.parallel.failures import Cancelled, CheckFailed, SourceFailed
 from elt.parallel.insession import SMALL_TABLE_BYTES, SessionPair, SessionPool, copy_rows
 from elt.parallel.plan import Plan
@@ -24,10 +23,7 @@ from elt.parallel.scheduler import Scheduler
 from elt.parallel.sessions import WorkerSessions
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task
-from elt.parallel.toc import TocEntry
-from elt.parallel.tools import tool_output
 from elt.parallel.transfer import Process, relay, rows_loaded, start_pair
-from elt.processes import child_env
 from elt.progress import Progress
 from elt.validate import measure, table_key
 
@@ -167,7 +163,11 @@ class Worker(threading.Thread):
         else:
             assert task.entry is not None
             encoding = destination.info.encoding
-            statement = entry_sql(self.plan, [task.entry], self.settings, encoding)
+            printed = self.plan.printed.get(task.entry.dump_id)
+            if printed is None:
+                statement = entry_sql(self.plan.archive, [task.entry], self.settings, encoding)
+            else:
+                statement = runnable_sql(printed, encoding)
             what = task.entry.line
         if self.cancelled:
             raise Cancelled
@@ -210,31 +210,3 @@ class Worker(threading.Thread):
                 conn.commit()  # read-only; do not hold a snapshot between tasks
         except psycopg.Error as exc:
             raise CheckFailed(task.kind.removeprefix("check_"), exc) from None
-
-
-def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding: str) -> str:
-    """The SQL pg_restore writes for these entries, minus psql's \\restrict lines.
-
-    Those two lines (PostgreSQL 17.6/15.14+) are psql meta-commands that keep a
-    crafted dump from running other meta-commands; the driver runs no
-    meta-commands at all, so they are dropped. Any other backslash line is
-    unexpected and refused.
-    """
-    out = tool_output(
-        entry_sql_argv(copy_ownership=settings.copy_ownership),
-        child_env(None, settings.connect_timeout_seconds),
-        plan.archive,
-        "".join(e.line + "\n" for e in entries),
-    ).decode(encoding)
-    lines = []
-    for line in out.splitlines():
-        if line.startswith(("\\restrict ", "\\unrestrict ")):
-            continue
-        if line.startswith("\\"):
-            raise LoadError(
-                "pg_restore wrote a psql meta-command the parallel copy cannot run",
-                hint="Set ELT_JOBS=1 to use the streamed path, and report this.",
-                stderr_tail=[line[:200]],
-            )
-        lines.append(line)
-    return "\n".join(lines)
