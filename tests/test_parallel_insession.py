@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Databases, run_elt
+from conftest import Databases, PgServer, run_elt
 from elt.parallel.insession import SMALL_TABLE_BYTES
 
 # Text-format rows (a user-defined type sends a table to text) and binary ones,
@@ -65,3 +65,64 @@ def test_small_tables_go_through_sessions_and_large_ones_through_psql(dbs: Datab
     assert copied["public.small_text"] == copied["public.small_binary"] == SMALL_ROWS
     assert copied["public.large_text"] == copied["public.large_binary"] == LARGE_ROWS
     assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
+
+
+def create_database(server: PgServer, name: str, encoding: str) -> None:
+    with server.connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(
+            f"CREATE DATABASE \"{name}\" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+
+
+# A text-format table (a domain is not a built-in type) and a binary one, both
+# small; each value's bytes as stored (see tests/test_sources.py).
+WORD_TABLES = """
+CREATE DOMAIN public.word AS text;
+CREATE TABLE public.words_text (id int PRIMARY KEY, w public.word);
+CREATE TABLE public.words_binary (id int PRIMARY KEY, w text);
+"""
+INSERT_WORD = "INSERT INTO public.{table} SELECT 1, convert_from(%(raw)s, 'SQL_ASCII')"
+STORED = "SELECT convert_to(w, 'SQL_ASCII') FROM public.{table}"
+# (source encoding, destination encoding, a word as the source stores it, as the
+# destination must store it, whether the rows travel in UTF8)
+WORD_CASES = {
+    "LATIN1 into UTF8": ("LATIN1", "UTF8", "café ÿ".encode("latin1"), "café ÿ".encode(), False),
+    "UTF8 into LATIN1": ("UTF8", "LATIN1", "café ÿ".encode(), "café ÿ".encode("latin1"), True),
+    "SQL_ASCII holding LATIN1 bytes into SQL_ASCII": (
+        "SQL_ASCII", "SQL_ASCII", "café".encode("latin1"), "café".encode("latin1"), False,
+    ),
+    "SQL_ASCII holding UTF-8 into UTF8": (
+        "SQL_ASCII", "UTF8", "naïve ☃".encode(), "naïve ☃".encode(), True,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "word", "stored", "utf8"), WORD_CASES.values(), ids=WORD_CASES.keys()
+)
+def test_text_in_other_encodings_through_the_sessions(
+    dbs: Databases, source: str, destination: str, word: bytes, stored: bytes, utf8: bool
+) -> None:
+    """Text-format rows go through the sessions in any encoding (COPY's ENCODING
+    option); binary ones only when they travel in the sessions' UTF8."""
+    create_database(dbs.source, dbs.source_db, source)
+    create_database(dbs.destination, dbs.destination_db, destination)
+    with dbs.source.connect(dbs.source_db) as conn:
+        conn.execute(WORD_TABLES)
+        for table in ("words_text", "words_binary"):
+            conn.execute(INSERT_WORD.format(table=table), {"raw": word})
+
+    run = run_elt(dbs.env(ELT_LOG_LEVEL="DEBUG"))
+
+    assert run.returncode == 0, run.stdout
+    assert run.stderr == ""
+    through = {line["table"]: line["through"] for line in run.find("Rows moved")}
+    assert through == {
+        "public.words_text": "sessions",
+        "public.words_binary": "sessions" if utf8 else "psql",
+    }
+    for table in ("words_text", "words_binary"):
+        query = STORED.format(table=table)
+        assert dbs.destination.query(dbs.destination_db, query) == [(stored,)], table

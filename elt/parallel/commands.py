@@ -168,7 +168,8 @@ def _staged(staging_schema: str, table: CopyTable) -> str:
 
 
 def _copy_options(table: CopyTable, encoding: str | None) -> str:
-    # Binary rows carry no text, so no encoding applies to them.
+    # ENCODING covers the text format only: binary rows' text is in the
+    # session's client_encoding (see insession.in_session).
     if encoding is None or table.binary:
         return f"FORMAT {table.format}"
     return f"FORMAT {table.format}, ENCODING '{encoding.replace(chr(39), chr(39) * 2)}'"

@@ -34,6 +34,13 @@ _WRITE_BYTES = 1 << 16
 _PROGRESS_BYTES = 1 << 20
 
 
+def in_session(table: CopyTable, encoding: str) -> bool:
+    """Whether the table's rows go through the sessions: a small table's, if the
+    sessions' client encoding (UTF8, see connect()) is the one its rows travel in
+    or they are text, whose encoding COPY's ENCODING option sets."""
+    return table.size < SMALL_TABLE_BYTES and (not table.binary or encoding == "UTF8")
+
+
 @dataclass
 class SessionPair:
     source: Connection  # in the run's snapshot, read only, for the whole run

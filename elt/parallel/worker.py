@@ -17,7 +17,7 @@ from psycopg import sql
 from elt.config import Settings
 from elt.parallel.entries import entry_sql, runnable_sql
 from elt.parallel.failures import Cancelled, CheckFailed, SourceFailed
-from elt.parallel.insession import SMALL_TABLE_BYTES, SessionPair, SessionPool, copy_rows
+from elt.parallel.insession import SessionPair, SessionPool, copy_rows, in_session
 from elt.parallel.plan import Plan
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.sessions import WorkerSessions
@@ -100,13 +100,13 @@ class Worker(threading.Thread):
         of long-lived sessions (insession.py), a large one's by a psql pair."""
         started = time.monotonic()
         self.progress.table_started(table.label, table.size)
-        in_session = table.size < SMALL_TABLE_BYTES
-        if in_session:
+        by_sessions = in_session(table, self.plan.encoding)
+        if by_sessions:
             rows = self._transfer_in_session(table)
         else:
             with self.pool.psql_slot():
                 rows = self._transfer_by_psql(table)
-        through = "sessions" if in_session else "psql"
+        through = "sessions" if by_sessions else "psql"
         self.progress.logger.debug("Rows moved", extra={"table": table.label, "through": through})
         self.progress.table_done(table.label, rows, time.monotonic() - started)
 
