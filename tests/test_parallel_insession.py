@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Databases, PgServer, run_elt
+from conftest import (
+    Databases,
+    PgServer,
+    elt_sessions,
+    finish,
+    leftovers,
+    run_elt,
+    start_job,
+    the_error,
+    wait_until,
+)
 from elt.parallel.insession import SMALL_TABLE_BYTES
 
 # Text-format rows (a user-defined type sends a table to text) and binary ones,
@@ -126,3 +136,44 @@ def test_text_in_other_encodings_through_the_sessions(
     for table in ("words_text", "words_binary"):
         query = STORED.format(table=table)
         assert dbs.destination.query(dbs.destination_db, query) == [(stored,)], table
+
+
+# The largest table, copied first; its load on the destination waits at its
+# first row for an advisory lock the test holds (a built-in function in a
+# domain CHECK, as in tests/test_parallel_copy.py).
+GATED_FIRST = """
+CREATE DOMAIN public.gated AS int
+    CHECK (VALUE IS NOT NULL AND pg_catalog.pg_advisory_xact_lock_shared(4244)::text = '');
+CREATE TABLE public.gated_rows (v public.gated, pad text);
+INSERT INTO public.gated_rows SELECT i, repeat('x', 100) FROM generate_series(1, 2000) AS i;
+"""
+SOURCE_COPY_SESSION = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = 'elt_pipeline' "
+    "AND query LIKE 'COPY %TO STDOUT%'"
+)
+
+
+def test_a_source_session_lost_between_tables_is_an_extract_error(dbs: Databases) -> None:
+    """The sessions' source side ends (its server process is terminated) while
+    the first table's load waits; the next table read through it fails: exit 4,
+    the destination unchanged."""
+    dbs.source.execute("source_db", GATED_FIRST)
+    before = dbs.destination.fingerprint("destination_db")
+    env = dbs.env(ELT_VALIDATION="off")
+    with dbs.destination.connect("destination_db") as holder:
+        holder.execute("SELECT pg_advisory_lock(4244)")
+        job = start_job(env)
+        wait_until(
+            lambda: elt_sessions(dbs.destination, "wait_event = 'advisory'") == 1,
+            "the first table's load to wait",
+        )
+        (pid,) = [row[0] for row in dbs.source.query("postgres", SOURCE_COPY_SESSION)]
+        dbs.source.execute("postgres", f"SELECT pg_terminate_backend({pid}, 10000)")
+    run = finish(job, env)  # the lock is released: the first table's load ends
+
+    assert run.returncode == 4, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data extraction failed"
+    assert "SOURCE_POSTGRES_USER" in error["hint"]
+    assert dbs.destination.fingerprint("destination_db") == before
+    assert leftovers(dbs) == ([], [])
