@@ -2,9 +2,9 @@
 
 A psql pair costs two process starts and two logins per table, which is most
 of a small table's copy; the driver's cost per row only matters for large
-tables, which keep the pair (transfer.py). The sessions are those of the pair,
-one pair of sessions per copy slot (Scheduler.max_copies), so that the job
-never opens more connections than sizing.py counted.
+tables, which keep the pair (transfer.py). The sessions have the psql pair's
+settings, and there is one pair of them per copy slot (Scheduler.max_copies),
+so that the job never opens more connections than sizing.py counted.
 """
 
 from __future__ import annotations
