@@ -177,3 +177,29 @@ def test_a_source_session_lost_between_tables_is_an_extract_error(dbs: Databases
     assert "SOURCE_POSTGRES_USER" in error["hint"]
     assert dbs.destination.fingerprint("destination_db") == before
     assert leftovers(dbs) == ([], [])
+
+
+# A row the destination refuses and the source holds: the domain's CHECK
+# (built-in functions only) depends on the database it runs in.
+REFUSED_BY_THE_DESTINATION = """
+CREATE DOMAIN public.here_only AS text
+    CHECK (VALUE <> 'refused' OR pg_catalog.current_database() = 'source_db');
+CREATE TABLE public.refused_rows (v public.here_only);
+INSERT INTO public.refused_rows VALUES ('fine'), ('refused');
+"""
+
+
+def test_a_row_the_destination_refuses_in_a_session_copy_is_a_load_error(dbs: Databases) -> None:
+    dbs.source.execute("source_db", REFUSED_BY_THE_DESTINATION)
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(dbs.env(ELT_LOG_LEVEL="DEBUG"))
+
+    assert run.returncode == 5, run.stdout
+    error = the_error(run)
+    assert error["message"] == "Data load failed"
+    assert any("here_only" in line for line in error["stderr_tail"]), error
+    # All small, so the tables copied before it went through the sessions, as it did.
+    assert all(line["through"] == "sessions" for line in run.find("Rows moved"))
+    assert dbs.destination.fingerprint("destination_db") == before
+    assert leftovers(dbs) == ([], [])
