@@ -19,9 +19,7 @@ from psycopg import sql
 
 from elt.config import Settings
 from elt.connect import Connection, connect
-from elt.errors import message_lines
 from elt.parallel.commands import copy_in_statement, copy_out_statement, truncate_statement
-from elt.parallel.failures import Cancelled, SourceFailed
 from elt.parallel.tables import CopyTable
 from elt.progress import Progress
 from elt.sql import read_sql
@@ -32,6 +30,18 @@ SMALL_TABLE_BYTES = 4 << 20
 # would cost more than the row.
 _WRITE_BYTES = 1 << 16
 _PROGRESS_BYTES = 1 << 20
+
+
+class SourceReadFailed(Exception):
+    """Reading the source failed (the worker reports it as an extract error)."""
+
+    def __init__(self, cause: psycopg.Error) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class CopyStopped(Exception):
+    """The worker was cancelled while the copy ran."""
 
 
 def in_session(table: CopyTable, encoding: str) -> bool:
@@ -148,7 +158,7 @@ def _prepare_source(conn: Connection, snapshot_id: str) -> None:
             sql.SQL(read_sql("snapshot_transaction.sql")).format(snapshot=sql.Literal(snapshot_id))
         )
     except psycopg.Error as exc:
-        raise SourceFailed(message_lines(exc)) from None
+        raise SourceReadFailed(exc) from None
 
 
 def copy_rows(
@@ -162,8 +172,8 @@ def copy_rows(
 ) -> int:
     """Copy the table's rows into its staging table and commit; the rows loaded.
 
-    A failure to read the source raises SourceFailed (an extract error); one
-    on the destination, the driver's error (a load error).
+    A failure to read the source raises SourceReadFailed; one on the
+    destination, the driver's error.
     """
     into_cursor = pair.destination.cursor()
     into_cursor.execute(truncate_statement(staging_schema, table))
@@ -175,7 +185,7 @@ def copy_rows(
         try:
             out = stack.enter_context(out_cursor.copy(copy_out_statement(table, encoding)))
         except psycopg.Error as exc:
-            raise SourceFailed(message_lines(exc)) from None
+            raise SourceReadFailed(exc) from None
         _relay(out, into, progress, table.label, cancelled)
     rows = into_cursor.rowcount
     pair.destination.commit()
@@ -196,11 +206,11 @@ def _relay(
         try:
             row = out.read()
         except psycopg.Error as exc:
-            raise SourceFailed(message_lines(exc)) from None
+            raise SourceReadFailed(exc) from None
         buffer += row
         if len(buffer) >= _WRITE_BYTES or not row:
             if cancelled():
-                raise Cancelled
+                raise CopyStopped
             into.write(buffer)
             unreported += len(buffer)
             buffer = bytearray()

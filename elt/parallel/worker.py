@@ -15,9 +15,17 @@ import psycopg
 from psycopg import sql
 
 from elt.config import Settings
+from elt.errors import message_lines
 from elt.parallel.entries import entry_sql, runnable_sql
 from elt.parallel.failures import Cancelled, CheckFailed, SourceFailed
-from elt.parallel.insession import SessionPair, SessionPool, copy_rows, in_session
+from elt.parallel.insession import (
+    CopyStopped,
+    SessionPair,
+    SessionPool,
+    SourceReadFailed,
+    copy_rows,
+    in_session,
+)
 from elt.parallel.plan import Plan
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.sessions import WorkerSessions
@@ -123,8 +131,14 @@ class Worker(threading.Thread):
                     encoding=self.plan.encoding,
                     cancelled=lambda: self.cancelled,
                 )
-        except (psycopg.Error, SourceFailed):
+        except CopyStopped:
+            raise Cancelled from None
+        except SourceReadFailed as exc:
             if self.cancelled:  # the cancel request's own error
+                raise Cancelled from None
+            raise SourceFailed(message_lines(exc.cause)) from None
+        except psycopg.Error:
+            if self.cancelled:
                 raise Cancelled from None
             raise
 
