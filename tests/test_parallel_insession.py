@@ -5,6 +5,8 @@ elt/parallel/transfer.py: large ones through a psql pair), against real servers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import (
@@ -201,5 +203,24 @@ def test_a_row_the_destination_refuses_in_a_session_copy_is_a_load_error(dbs: Da
     assert any("here_only" in line for line in error["stderr_tail"]), error
     # All small, so the tables copied before it went through the sessions, as it did.
     assert all(line["through"] == "sessions" for line in run.find("Rows moved"))
+    assert dbs.destination.fingerprint("destination_db") == before
+    assert leftovers(dbs) == ([], [])
+
+
+def test_a_missing_psql_fails_a_run_of_small_tables_too(dbs: Databases, tmp_path: Path) -> None:
+    """psql moves only large tables' rows, and is still required up front (as
+    pg_dump and pg_restore are), not only by runs that have a large table."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("pg_isready", "pg_dump", "pg_restore"):
+        (tools / name).symlink_to(dbs.source.bindir / name)
+    before = dbs.destination.fingerprint("destination_db")
+
+    run = run_elt(dbs.env(PATH=str(tools)))
+
+    assert run.returncode != 0, run.stdout
+    error = the_error(run)
+    assert "psql" in error["error"], error
+    assert not run.find("Table copied")
     assert dbs.destination.fingerprint("destination_db") == before
     assert leftovers(dbs) == ([], [])

@@ -106,6 +106,9 @@ def make_plan(
 ) -> Plan:
     """Plan the copy; NotEligible (nothing changed) for a source it cannot stage."""
     env_source = child_env(settings.source, settings.connect_timeout_seconds)
+    # Only large tables' rows go through psql: a missing psql fails every run
+    # here, as a missing pg_dump does, not only a run that has a large table.
+    tool_output(["psql", "--version"], child_env(None, settings.connect_timeout_seconds), b"")
     source_archive = tool_output(
         schema_dump_argv(settings.source, snapshot_id, []), env_source, b""
     )
