@@ -38,6 +38,7 @@ from conftest import (
     the_interruption,
     wait_until,
 )
+from elt.parallel.insession import SMALL_TABLE_BYTES
 from elt.replace import STAGING_MARKER
 from elt.sql import LOCK_KEY
 
@@ -499,15 +500,29 @@ INSERT INTO public.gated_rows VALUES (1);
 PROMPT_EXIT_SECONDS = 10.0
 
 
-def test_sigterm_while_a_copy_waits_in_the_destination_ends_the_job(dbs: Databases) -> None:
+# Rows that make gated_rows larger than insession.SMALL_TABLE_BYTES.
+LARGE_GATED_ROWS = 400_000
+
+
+@pytest.mark.parametrize("by_psql", [False, True], ids=["in_session", "psql_pair"])
+def test_sigterm_while_a_copy_waits_in_the_destination_ends_the_job(
+    dbs: Databases, by_psql: bool
+) -> None:
     dbs.source.execute("source_db", GATED_COPY)
+    if by_psql:
+        more = f"INSERT INTO public.gated_rows SELECT 1 FROM generate_series(2, {LARGE_GATED_ROWS})"
+        dbs.source.execute("source_db", more)
+    size = dbs.source.query("source_db", "SELECT pg_table_size('public.gated_rows')")[0][0]
+    assert (size >= SMALL_TABLE_BYTES) == by_psql, size
     env = dbs.env()
     with dbs.destination.connect("destination_db") as holder:
         holder.execute("SELECT pg_advisory_lock(4243)")
         job = start_job(env)
         wait_until(lambda: build_is_waiting(dbs), "the COPY into the staging table to wait")
         children = descendants(job.pid)
-        assert any("FROM STDIN" in cmdline for cmdline in children.values()), children
+        # A small table is copied by the job's own sessions, a large one by psql.
+        by = any("FROM STDIN" in cmdline for cmdline in children.values())
+        assert by == by_psql, children
         job.send_signal(signal.SIGTERM)
         with suppress(subprocess.TimeoutExpired):
             job.wait(timeout=PROMPT_EXIT_SECONDS)

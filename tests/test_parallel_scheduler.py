@@ -221,3 +221,77 @@ def test_scheduler_reports_tasks_that_can_never_run(tasks: list[Task]) -> None:
     for t in tasks:
         assert t.key in str(scheduler.error)
     assert scheduler.stopped
+
+
+class ReferenceScheduler:
+    """The rule the scheduler implements, written as a scan of every waiting task:
+    of the ready tasks that may start now, the lowest rank, the first in the plan."""
+
+    def __init__(self, tasks: list[Task], max_copies: int) -> None:
+        self.waiting, self.done, self.running = list(tasks), set[str](), list[Task]()
+        self.max_copies = max_copies
+
+    def startable(self) -> list[Task]:
+        copies = sum(t.kind == "rows" for t in self.running)
+        return [
+            t
+            for t in self.waiting
+            if t.deps <= self.done
+            and (t.kind != "rows" or copies < self.max_copies)
+            and all(
+                not (exclusive or other.locks[table])
+                for table, exclusive in t.locks.items()
+                for other in self.running
+                if table in other.locks
+            )
+        ]
+
+    def next(self) -> Task:
+        task = min(self.startable(), key=lambda t: t.rank)
+        self.waiting.remove(task)
+        self.running.append(task)
+        return task
+
+    def finish(self, task: Task) -> None:
+        self.running.remove(task)
+        self.done.add(task.key)
+
+
+def many_tables_plan(count: int) -> list[Task]:
+    """Rows, a key in two steps, an index, a foreign key to the previous table and
+    the checks per table, with ties in rank (equal sizes) as in a real plan."""
+    tasks = []
+    for i in range(count):
+        table, size = f"t{i}", -(i % 3)
+        rows = task(f"rows:{table}", "rows", rank=(size, 0))
+        index = task(f"index:{table}", rank=(size, 3), deps=(rows.key,), locks={table: False})
+        key = task(f"key:{table}", rank=(size, 1), deps=(rows.key, index.key), locks={table: True})
+        other = task(f"other:{table}", rank=(size, 4), deps=(rows.key,), locks={table: False})
+        tasks += [rows, index, key, other]
+        if i:
+            deps = (rows.key, f"key:t{i - 1}")
+            locks = {table: True, f"t{i - 1}": True}
+            tasks.append(task(f"fk:{table}", rank=(size, 5), deps=deps, locks=locks))
+        check = task(f"check:{table}", "check_destination", rank=(1, size), deps=(rows.key,))
+        check.locks = {table: False}
+        tasks.append(check)
+    return tasks
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_tasks_come_in_the_order_of_the_rule(workers: int) -> None:
+    plan = many_tables_plan(40)
+    reference, scheduler = ReferenceScheduler(plan, 1), Scheduler(plan, max_copies=1)
+    handed_out: list[Task] = []
+    while reference.waiting or reference.running:
+        # Fill the free workers, then finish the oldest running task.
+        while len(reference.running) < workers and reference.startable():
+            expected = reference.next()
+            got = step(scheduler)
+            assert got is expected, (got and got.key, expected.key)
+            handed_out.append(expected)
+        oldest = reference.running[0]
+        reference.finish(oldest)
+        scheduler.done(oldest)
+    assert step(scheduler) is None
+    assert len(handed_out) == len(plan)

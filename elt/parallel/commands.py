@@ -86,9 +86,12 @@ def schema_restore_argv(
     return argv
 
 
-def entry_sql_argv(*, copy_ownership: bool) -> list[str]:
-    """pg_restore printing the SQL of the entries in the TOC list it is given."""
+def entry_sql_argv(*, copy_ownership: bool, verbose: bool = False) -> list[str]:
+    """pg_restore printing the SQL of the entries in the TOC list it is given
+    (`verbose`: with each entry's dump ID in its header, see entries.py)."""
     argv = ["pg_restore", "--format=custom", f"--use-list={LIST_FILE}", "--file=-"]
+    if verbose:
+        argv.append("--verbose")
     if not copy_ownership:
         argv += ["--no-owner", "--no-privileges"]
     return argv
@@ -105,8 +108,7 @@ def copy_out_argv(db: DatabaseSettings, snapshot_id: str, table: CopyTable) -> l
         "-c",
         "SET TRANSACTION SNAPSHOT '" + snapshot_id.replace("'", "''") + "'",
         "-c",
-        f"COPY {quote_ident(table.schema)}.{quote_ident(table.name)}{table.column_list} "
-        f"TO STDOUT (FORMAT {table.format})",
+        copy_out_statement(table),
         "-c",
         "COMMIT",
     ]
@@ -120,7 +122,6 @@ def copy_in_argv(db: DatabaseSettings, staging_schema: str, table: CopyTable) ->
     builds, foreign key checks and validation that scan them next skip the
     visibility checks and hint-bit writes of ordinary fresh rows.
     """
-    target = f"{quote_ident(staging_schema)}.{quote_ident(table.name)}"
     return [
         "psql",
         *PSQL_FLAGS,
@@ -128,14 +129,48 @@ def copy_in_argv(db: DatabaseSettings, staging_schema: str, table: CopyTable) ->
         "-c",
         "BEGIN",
         "-c",
-        f"TRUNCATE {target}",
+        truncate_statement(staging_schema, table),
         "-c",
-        f"COPY {target}{table.column_list} FROM STDIN (FORMAT {table.format}, FREEZE)",
+        copy_in_statement(staging_schema, table),
         "-c",
         f"\\echo {ROWS_MARKER}:ROW_COUNT",
         "-c",
         "COMMIT",
     ]
+
+
+def copy_out_statement(table: CopyTable, encoding: str | None = None) -> str:
+    """The COPY writing the table's rows; `encoding` names the text rows' encoding
+    where no PGCLIENTENCODING does (a driver session, see insession.py)."""
+    options = _copy_options(table, encoding)
+    return (
+        f"COPY {quote_ident(table.schema)}.{quote_ident(table.name)}{table.column_list} "
+        f"TO STDOUT ({options})"
+    )
+
+
+def truncate_statement(staging_schema: str, table: CopyTable) -> str:
+    return f"TRUNCATE {_staged(staging_schema, table)}"
+
+
+def copy_in_statement(staging_schema: str, table: CopyTable, encoding: str | None = None) -> str:
+    """The COPY loading the staging table, FREEZE: see copy_in_argv."""
+    options = _copy_options(table, encoding)
+    return (
+        f"COPY {_staged(staging_schema, table)}{table.column_list} FROM STDIN ({options}, FREEZE)"
+    )
+
+
+def _staged(staging_schema: str, table: CopyTable) -> str:
+    return f"{quote_ident(staging_schema)}.{quote_ident(table.name)}"
+
+
+def _copy_options(table: CopyTable, encoding: str | None) -> str:
+    # ENCODING covers the text format only: binary rows' text is in the
+    # session's client_encoding (see insession.in_session).
+    if encoding is None or table.binary:
+        return f"FORMAT {table.format}"
+    return f"FORMAT {table.format}, ENCODING '{encoding.replace(chr(39), chr(39) * 2)}'"
 
 
 def copy_session_options(server_version: int, *, destination: bool) -> str:

@@ -14,6 +14,7 @@ import psycopg
 from elt.config import Settings
 from elt.connect import Connection
 from elt.failures import classify, swap_failed
+from elt.parallel.insession import SessionPool
 from elt.parallel.plan import Plan, make_plan
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.sizing import sized_settings
@@ -151,6 +152,7 @@ def _perform_tasks(
         logger, len(plan.tables), sum(t.size for t in plan.tables), settings.progress_seconds
     )
     scheduler = Scheduler(plan.tasks, max_copies=max(1, settings.jobs // 2))
+    pool = SessionPool(settings, snapshot_id, scheduler.max_copies)
     workers = [
         Worker(
             i + 1,
@@ -159,6 +161,7 @@ def _perform_tasks(
             plan=plan,
             scheduler=scheduler,
             progress=progress,
+            pool=pool,
         )
         for i in range(max(1, min(settings.jobs, len(plan.tasks))))
     ]
@@ -177,6 +180,7 @@ def _perform_tasks(
         raise
     finally:
         _stop_workers(workers, stopping=scheduler.stopped)
+        pool.close()
         progress.stop()
     if scheduler.error is not None:
         raise classify(scheduler.error, step="copying the tables")

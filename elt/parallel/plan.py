@@ -26,6 +26,7 @@ from elt.parallel.commands import (
     schema_restore_argv,
     staging_names,
 )
+from elt.parallel.entries import printed_entries
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task, build_tasks, check_tasks
 from elt.parallel.toc import (
@@ -71,6 +72,8 @@ class Plan:
     destination_figures: dict[str, TableFigures] = field(default_factory=dict)
     # staging schema -> the comment it takes at the swap (the source schema's)
     comments: dict[str, str | None] = field(default_factory=dict)
+    # build entries' SQL by dump ID, as pg_restore prints it (entries.py)
+    printed: dict[int, bytes] = field(default_factory=dict)
 
     def staged_ident(self, table: CopyTable) -> sql.Identifier:
         return sql.Identifier(self.staged[table.schema], table.name)
@@ -102,6 +105,9 @@ def make_plan(
 ) -> Plan:
     """Plan the copy; NotEligible (nothing changed) for a source it cannot stage."""
     env_source = child_env(settings.source, settings.connect_timeout_seconds)
+    # Only large tables' rows go through psql: a missing psql fails every run
+    # here, as a missing pg_dump does, not only a run that has a large table.
+    run_in_memory(["psql", "--version"], child_env(None, settings.connect_timeout_seconds), b"")
     source_archive = run_in_memory(
         schema_dump_argv(settings.source, snapshot_id, []), env_source, b""
     )
@@ -136,6 +142,9 @@ def make_plan(
         record_hash=min(versions) >= RECORD_HASH_MIN_VERSION,
         source_listed={(str(r[0]), str(r[1])): r for r in list_relations(snapshot, schemas)},
         comments=staging.comments,
+        printed=printed_entries(
+            staging.archive, [t.entry for t in tasks if t.entry is not None], settings
+        ),
     )
 
 

@@ -17,8 +17,9 @@ from elt.parallel.toc import NotEligible
 def connections_needed(workers: int, *, validation: bool) -> tuple[int, int]:
     """(destination, source) connections the copy opens at once besides the run's
     own sessions: per worker, an index build session and, with validation, a
-    measuring session on each side; and a psql pair per table copied at once
-    (half the workers, see Scheduler). The plan needs fewer: two, and one."""
+    measuring session on each side; and a psql pair or a pair of driver sessions
+    (insession.py) per table copied at once (half the workers, see Scheduler).
+    The plan needs fewer: two, and one."""
     copies = max(1, workers // 2)
     return workers * (1 + validation) + copies, workers * validation + copies
 

@@ -1,6 +1,6 @@
 """A worker thread: takes tasks from the scheduler until none is left.
 
-A task copies a table's rows (transfer.py), builds an index or key, or
+A task copies a table's rows (insession.py or transfer.py), builds an index or key, or
 measures a table for validation. cancel() and kill() reach every session the
 worker opened (sessions.py) and every psql it started.
 """
@@ -15,17 +15,22 @@ import psycopg
 from psycopg import sql
 
 from elt.config import Settings
-from elt.errors import LoadError
-from elt.failures import FiguresFailed
-from elt.parallel.commands import entry_sql_argv
+from elt.failures import FiguresFailed, source_failed
+from elt.parallel.entries import entry_sql, runnable_sql
+from elt.parallel.insession import (
+    CopyStopped,
+    SessionPair,
+    SessionPool,
+    SourceReadFailed,
+    copy_rows,
+    in_session,
+)
 from elt.parallel.plan import Plan
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.sessions import WorkerSessions
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task
-from elt.parallel.toc import TocEntry
 from elt.parallel.transfer import Process, relay, rows_loaded, start_pair
-from elt.processes import child_env, run_in_memory
 from elt.progress import Progress
 from elt.validate import measure, table_key
 
@@ -44,6 +49,7 @@ class Worker(threading.Thread):
         plan: Plan,
         scheduler: Scheduler,
         progress: Progress,
+        pool: SessionPool,
     ) -> None:
         super().__init__(name=f"elt-copy-{number}", daemon=True)
         self.settings = settings
@@ -51,6 +57,8 @@ class Worker(threading.Thread):
         self.plan = plan
         self.scheduler = scheduler
         self.progress = progress
+        self.pool = pool
+        self._pair: SessionPair | None = None  # the session pair of a copy running now
         self.sessions = WorkerSessions(settings, snapshot_id, plan.archive_encoding)
         self.cancelled = False
         self._procs: list[Process] = []
@@ -83,6 +91,9 @@ class Worker(threading.Thread):
                     # request, so a COPY waiting on a lock there ends too
                     # instead of holding locks the clean-up needs.
                     proc.send_signal(signal.SIGINT)
+            pair = self._pair
+        if pair is not None:
+            pair.cancel()
         self.sessions.cancel()
 
     def _take_tasks(self) -> None:
@@ -96,9 +107,52 @@ class Worker(threading.Thread):
             self.scheduler.done(task)
 
     def _transfer(self, table: CopyTable) -> None:
-        """The table's rows into its staging table (transfer.py)."""
+        """The table's rows into its staging table: a small table's through a pair
+        of long-lived sessions (insession.py), a large one's by a psql pair."""
         started = time.monotonic()
         self.progress.table_started(table.label, table.size)
+        by_sessions = in_session(table, self.plan.encoding)
+        if by_sessions:
+            rows = self._transfer_in_session(table)
+        else:
+            with self.pool.psql_slot():
+                rows = self._transfer_by_psql(table)
+        through = "sessions" if by_sessions else "psql"
+        self.progress.logger.debug("Rows moved", extra={"table": table.label, "through": through})
+        self.progress.table_done(table.label, rows, time.monotonic() - started)
+
+    def _transfer_in_session(self, table: CopyTable) -> int:
+        try:
+            with self.pool.pair(self._register) as pair:
+                if self.cancelled:
+                    raise Cancelled
+                return copy_rows(
+                    pair,
+                    self.progress,
+                    table,
+                    self.plan.staged[table.schema],
+                    encoding=self.plan.encoding,
+                    cancelled=lambda: self.cancelled,
+                )
+        except CopyStopped:
+            raise Cancelled from None
+        except SourceReadFailed as exc:
+            if self.cancelled:  # the cancel request's own error
+                raise Cancelled from None
+            raise source_failed("copying the tables", exc.cause) from None
+        except psycopg.Error:
+            if self.cancelled:
+                raise Cancelled from None
+            raise
+
+    def _register(self, pair: SessionPair | None) -> None:
+        """The session pair cancel() reaches (None: none in use)."""
+        with self._lock:
+            self._pair = pair
+        if pair is not None and self.cancelled:
+            raise Cancelled
+
+    def _transfer_by_psql(self, table: CopyTable) -> int:
         try:
             with self._lock:  # cancel() must see every process started
                 if self.cancelled:
@@ -116,8 +170,7 @@ class Worker(threading.Thread):
                 self._procs = []
         if self.cancelled:
             raise Cancelled
-        rows = rows_loaded(out, into, tails, loader_gone=loader_gone)
-        self.progress.table_done(table.label, rows, time.monotonic() - started)
+        return rows_loaded(out, into, tails, loader_gone=loader_gone)
 
     def _build(self, task: Task) -> None:
         started = time.monotonic()
@@ -127,7 +180,11 @@ class Worker(threading.Thread):
         else:
             assert task.entry is not None
             encoding = destination.info.encoding
-            statement = entry_sql(self.plan, [task.entry], self.settings, encoding)
+            printed = self.plan.printed.get(task.entry.dump_id)
+            if printed is None:
+                statement = entry_sql(self.plan.archive, [task.entry], self.settings, encoding)
+            else:
+                statement = runnable_sql(printed, encoding)
             what = task.entry.line
         if self.cancelled:
             raise Cancelled
@@ -170,31 +227,3 @@ class Worker(threading.Thread):
                 conn.commit()  # read-only; do not hold a snapshot between tasks
         except psycopg.Error as exc:
             raise FiguresFailed(task.kind.removeprefix("check_"), exc) from None
-
-
-def entry_sql(plan: Plan, entries: list[TocEntry], settings: Settings, encoding: str) -> str:
-    """The SQL pg_restore writes for these entries, minus psql's \\restrict lines.
-
-    Those two lines (PostgreSQL 17.6/15.14+) are psql meta-commands that keep a
-    crafted dump from running other meta-commands; the driver runs no
-    meta-commands at all, so they are dropped. Any other backslash line is
-    unexpected and refused.
-    """
-    out = run_in_memory(
-        entry_sql_argv(copy_ownership=settings.copy_ownership),
-        child_env(None, settings.connect_timeout_seconds),
-        plan.archive,
-        "".join(e.line + "\n" for e in entries),
-    ).decode(encoding)
-    lines = []
-    for line in out.splitlines():
-        if line.startswith(("\\restrict ", "\\unrestrict ")):
-            continue
-        if line.startswith("\\"):
-            raise LoadError(
-                "pg_restore wrote a psql meta-command the parallel copy cannot run",
-                hint="Set ELT_JOBS=1 to use the streamed path, and report this.",
-                stderr_tail=[line[:200]],
-            )
-        lines.append(line)
-    return "\n".join(lines)
