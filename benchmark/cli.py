@@ -32,9 +32,10 @@ Methods:
               validation at --validation. The job picks its copy path itself:
               "parallel" (tables copied by ELT_JOBS workers into staging schemas,
               then swapped in; validation figures taken per table during the
-              copy) for a source of at least ELT_PARALLEL_MIN_MB (default 64),
-              "streamed" (pg_dump -Fc | pg_restore | psql, one transaction,
-              validation after the copy) below that
+              copy) for a source of at least ELT_PARALLEL_MIN_MB (default 64)
+              whose tables hold ELT_PARALLEL_MIN_TABLE_MB (default 1) each on
+              average, "streamed" (pg_dump -Fc | pg_restore | psql, one
+              transaction, validation after the copy) otherwise
   job_stream  the same job with ELT_JOBS=1: always the streamed path, for
               parallel against one stream side by side
   documented  the originally documented method: pg_dump to a plain file, then

@@ -60,6 +60,9 @@ class Settings:
     jobs: int = 2
     # Below this source database size (MB, pg_database_size) one stream is faster.
     parallel_min_mb: float = 64.0
+    # Below this average per table (database size / tables), per-table work makes
+    # one stream faster (docs/performance.md, "Many small tables").
+    parallel_min_table_mb: float = 1.0
     progress_seconds: float = 5.0
 
 
@@ -84,6 +87,7 @@ DEFAULTS: dict[str, str | None] = {
     "ELT_LOG_LEVEL": "INFO",
     "ELT_JOBS": "auto",
     "ELT_PARALLEL_MIN_MB": "64",
+    "ELT_PARALLEL_MIN_TABLE_MB": "1",
     "ELT_PROGRESS_SECONDS": "5",
 }
 # Accepted as alternatives to the passwords; not in DEFAULTS because they have none.
@@ -255,5 +259,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=_choice(env, "ELT_LOG_LEVEL", tuple(x.lower() for x in _LOG_LEVELS)).upper(),
         jobs=_jobs(env, len(os.sched_getaffinity(0))),
         parallel_min_mb=_float(env, "ELT_PARALLEL_MIN_MB", minimum=0, unit="MB"),
+        parallel_min_table_mb=_float(env, "ELT_PARALLEL_MIN_TABLE_MB", minimum=0, unit="MB"),
         progress_seconds=_float(env, "ELT_PROGRESS_SECONDS", minimum=0.1),
     )

@@ -220,7 +220,7 @@ def _copy_in_parallel(
 
     `check_locks(parallel=True)` refuses a destination whose lock table is too
     small for it, before anything is staged."""
-    if settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, logger):
+    if settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, source.schemas, logger):
         return None
     schemas = source.schemas
     try:
@@ -249,25 +249,33 @@ def _copy_in_parallel(
 
 
 def _parallel_pays_off(
-    settings: Settings, snapshot: SourceSnapshot, logger: logging.Logger
+    settings: Settings, snapshot: SourceSnapshot, schemas: list[str], logger: logging.Logger
 ) -> bool:
-    """Whether the source is large enough (ELT_PARALLEL_MIN_MB) for the parallel copy."""
+    """Whether the source is large enough (ELT_PARALLEL_MIN_MB), in tables that are
+    large enough on average (ELT_PARALLEL_MIN_TABLE_MB), for the parallel copy."""
     try:
         cursor = snapshot.conn.cursor(row_factory=dict_row)
-        row = cursor.execute(read_sql("database_size.sql")).fetchone()
+        row = cursor.execute(read_sql("database_size.sql"), {"schemas": schemas}).fetchone()
     except psycopg.Error as exc:
         raise source_failed("its size", exc) from None
     assert row is not None
     size_mb = int(str(row["bytes"])) / 1_000_000
-    if size_mb >= settings.parallel_min_mb:
-        return True
-    logger.info(
-        "Parallel copy not used",
-        extra={
-            "reason": f"the source database ({size_mb:.1f} MB) is smaller than "
+    tables = int(str(row["tables"]))
+    per_table_mb = size_mb / max(tables, 1)
+    if size_mb < settings.parallel_min_mb:
+        reason = (
+            f"the source database ({size_mb:.1f} MB) is smaller than "
             f"ELT_PARALLEL_MIN_MB ({settings.parallel_min_mb:g}); one stream is faster"
-        },
-    )
+        )
+    elif per_table_mb < settings.parallel_min_table_mb:
+        reason = (
+            f"the source's {tables} tables hold {per_table_mb:.2f} MB each on average, less "
+            f"than ELT_PARALLEL_MIN_TABLE_MB ({settings.parallel_min_table_mb:g}); "
+            "one stream is faster for many small tables"
+        )
+    else:
+        return True
+    logger.info("Parallel copy not used", extra={"reason": reason})
     return False
 
 

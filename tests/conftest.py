@@ -301,7 +301,7 @@ def wait_for_replay(primary: PgServer, standby: PgServer) -> None:
 COPY_PATHS: dict[str, dict[str, str]] = {
     "default": {},
     "streamed": {"ELT_JOBS": "1"},
-    "parallel": {"ELT_JOBS": "2", "ELT_PARALLEL_MIN_MB": "0"},
+    "parallel": {"ELT_JOBS": "2", "ELT_PARALLEL_MIN_MB": "0", "ELT_PARALLEL_MIN_TABLE_MB": "0"},
 }
 
 

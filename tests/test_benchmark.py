@@ -408,7 +408,11 @@ def test_a_run_of_each_kind_on_the_many_tables_source(
     runner and report: rows checked, and the phases of a real run."""
     info = build_many_tables(source_server, 5, 2)
     # A copy path of its own for this test: the parallel one, on a tiny source.
-    monkeypatch.setitem(JOB_METHODS, "job_stream", {"ELT_PARALLEL_MIN_MB": "0", "ELT_JOBS": "2"})
+    monkeypatch.setitem(
+        JOB_METHODS,
+        "job_stream",
+        {"ELT_PARALLEL_MIN_MB": "0", "ELT_PARALLEL_MIN_TABLE_MB": "0", "ELT_JOBS": "2"},
+    )
     args = argparse.Namespace(
         size_mb=None, many_tables=5, runs=1, warmup=0, validation="full", methods=[]
     )

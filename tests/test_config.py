@@ -75,9 +75,18 @@ def test_jobs_setting(value: str, cpus: int, jobs: int, monkeypatch: pytest.Monk
 
 
 def test_parallel_settings_are_parsed() -> None:
-    settings = load_settings({**BASE, "ELT_PARALLEL_MIN_MB": "0.5", "ELT_PROGRESS_SECONDS": "2"})
-    assert (settings.parallel_min_mb, settings.progress_seconds) == (0.5, 2.0)
-    assert load_settings(BASE).parallel_min_mb == 64.0
+    settings = load_settings(
+        {
+            **BASE,
+            "ELT_PARALLEL_MIN_MB": "0.5",
+            "ELT_PARALLEL_MIN_TABLE_MB": "0.25",
+            "ELT_PROGRESS_SECONDS": "2",
+        }
+    )
+    assert (settings.parallel_min_mb, settings.parallel_min_table_mb) == (0.5, 0.25)
+    assert settings.progress_seconds == 2.0
+    defaults = load_settings(BASE)
+    assert (defaults.parallel_min_mb, defaults.parallel_min_table_mb) == (64.0, 1.0)
 
 
 def test_empty_password_means_no_password() -> None:
@@ -110,6 +119,7 @@ BAD_VALUES = [
     ("ELT_JOBS", "many", "auto or a whole number"),
     ("ELT_PARALLEL_MIN_MB", "-1", "MB"),
     ("ELT_PARALLEL_MIN_MB", "lots", "MB"),
+    ("ELT_PARALLEL_MIN_TABLE_MB", "-0.5", "MB"),
     ("ELT_PROGRESS_SECONDS", "0", "seconds"),
 ]
 

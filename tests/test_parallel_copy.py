@@ -147,11 +147,36 @@ def superuser_owner(dbs: Databases) -> Iterator[dict[str, str]]:
 
 DestinationOwner = Callable[[Databases], AbstractContextManager[dict[str, str]]]
 
+
+def with_settings(**settings: str) -> DestinationOwner:
+    """The destination's superuser, with these job settings."""
+
+    @contextmanager
+    def owner(dbs: Databases) -> Iterator[dict[str, str]]:
+        yield settings
+
+    return owner
+
+
+FORTY_SMALL_TABLES = """DO $$ BEGIN FOR i IN 1..40 LOOP
+    EXECUTE pg_catalog.format('CREATE TABLE public.small_%s (id integer PRIMARY KEY)', i);
+END LOOP; END $$"""
+
 # (SQL run on the source first, how the destination is reached, text the reason must contain)
 FALLBACKS: dict[str, tuple[str, DestinationOwner, str]] = {
     "large object": ("SELECT lo_from_bytea(0, 'x')", superuser_owner, "large objects"),
     "extension": ("CREATE EXTENSION citext", superuser_owner, "EXTENSION"),
     "destination user without CREATEDB": ("", non_superuser_owner, "CREATEDB"),
+    "database smaller than ELT_PARALLEL_MIN_MB": (
+        "",
+        with_settings(ELT_PARALLEL_MIN_MB="100000"),
+        "smaller than ELT_PARALLEL_MIN_MB (100000)",
+    ),
+    "many small tables (ELT_PARALLEL_MIN_TABLE_MB's default)": (
+        FORTY_SMALL_TABLES,
+        with_settings(ELT_PARALLEL_MIN_TABLE_MB="1"),
+        "source's 45 tables hold",
+    ),
 }
 
 
