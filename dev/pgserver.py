@@ -351,10 +351,14 @@ class PgServer:
             check=check,
         )
 
-    def recreate_database(self, dbname: str, template: str = "template0") -> None:
+    def recreate_database(
+        self, dbname: str, template: str = "template0", encoding: str | None = None
+    ) -> None:
+        # An encoding comes with the C locale, which accepts every encoding.
+        options = f" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C'" if encoding else ""
         with self.connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{dbname}" TEMPLATE "{template}"')
+            conn.execute(f'CREATE DATABASE "{dbname}"{options} TEMPLATE "{template}"')
 
     def fingerprint(self, dbname: str, tools: Path | None = None) -> str:
         """Everything in a database, schema and data, as pg_dump prints it (deterministic)."""

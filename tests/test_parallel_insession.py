@@ -11,7 +11,6 @@ import pytest
 
 from conftest import (
     Databases,
-    PgServer,
     elt_sessions,
     finish,
     leftovers,
@@ -79,15 +78,6 @@ def test_small_tables_go_through_sessions_and_large_ones_through_psql(dbs: Datab
     assert dbs.destination.fingerprint("destination_db") == dbs.source.fingerprint("source_db")
 
 
-def create_database(server: PgServer, name: str, encoding: str) -> None:
-    with server.connect() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(
-            f"CREATE DATABASE \"{name}\" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
-            "TEMPLATE template0"
-        )
-
-
 # A text-format table (a domain is not a built-in type) and a binary one, both
 # small; each value's bytes as stored (see tests/test_sources.py).
 WORD_TABLES = """
@@ -119,8 +109,8 @@ def test_text_in_other_encodings_through_the_sessions(
 ) -> None:
     """Text-format rows go through the sessions in any encoding (COPY's ENCODING
     option); binary ones only when they travel in the sessions' UTF8."""
-    create_database(dbs.source, dbs.source_db, source)
-    create_database(dbs.destination, dbs.destination_db, destination)
+    dbs.source.recreate_database(dbs.source_db, encoding=source)
+    dbs.destination.recreate_database(dbs.destination_db, encoding=destination)
     with dbs.source.connect(dbs.source_db) as conn:
         conn.execute(WORD_TABLES)
         for table in ("words_text", "words_binary"):

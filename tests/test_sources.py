@@ -30,15 +30,6 @@ def dbs(request: pytest.FixtureRequest, dbs: Databases) -> Databases:
     return both_paths(request, dbs)
 
 
-def create_database(server: PgServer, name: str, encoding: str) -> None:
-    with server.connect() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(
-            f"CREATE DATABASE \"{name}\" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
-            "TEMPLATE template0"
-        )
-
-
 # Text in every form the digest reads it: a text column (hashed directly), a
 # varchar, an array (through its text form), a primary key and an index on it.
 WORDS_TABLE = """
@@ -81,8 +72,8 @@ ENCODING_CASES = {
 
 
 def encoded_databases(dbs: Databases, source: str, destination: str, word: bytes) -> None:
-    create_database(dbs.source, dbs.source_db, source)
-    create_database(dbs.destination, dbs.destination_db, destination)
+    dbs.source.recreate_database(dbs.source_db, encoding=source)
+    dbs.destination.recreate_database(dbs.destination_db, encoding=destination)
     with dbs.source.connect(dbs.source_db) as conn:
         conn.execute(WORDS_TABLE)
         for key, raw in enumerate([ASCII, word]):
@@ -125,7 +116,7 @@ def test_sources_in_other_encodings_copy_and_validate(
 
 
 def test_a_sql_ascii_source_with_names_that_are_not_utf8_is_refused(dbs: Databases) -> None:
-    create_database(dbs.source, dbs.source_db, "SQL_ASCII")
+    dbs.source.recreate_database(dbs.source_db, encoding="SQL_ASCII")
     dbs.source.execute(
         dbs.source_db,
         "DO $$ BEGIN EXECUTE format('CREATE TABLE public.%I (id int)', "
@@ -144,7 +135,7 @@ def test_a_snapshot_id_read_as_bytes_is_a_bug_not_a_tool_failure(dbs: Databases)
     # A driver session that returns text as bytes (psycopg does so on a
     # SQL_ASCII database unless the job asks for UTF8) must not produce a
     # snapshot ID such as "b'00000004-...'" that pg_dump then rejects.
-    create_database(dbs.source, dbs.source_db, "SQL_ASCII")
+    dbs.source.recreate_database(dbs.source_db, encoding="SQL_ASCII")
     conn = psycopg.connect(
         host="127.0.0.1",
         port=dbs.source.port,
