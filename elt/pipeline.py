@@ -186,9 +186,16 @@ def _copy(
     """The copy path taken ("parallel" or "streamed") and what it copied."""
     check_locks = functools.partial(_check_destination_locks, session, source, logger)
     encodings = (_server_encoding(snapshot.conn), _server_encoding(session))
+    table_sizes = _source_sizes(snapshot, source.schemas)
     try:
         copied = _copy_in_parallel(
-            settings, snapshot, source, logger, session, check_locks=check_locks
+            settings,
+            snapshot,
+            source,
+            logger,
+            session,
+            check_locks=check_locks,
+            table_count=len(table_sizes),
         )
         if copied is not None:
             return "parallel", copied
@@ -199,7 +206,7 @@ def _copy(
             source.schemas,
             snapshot.snapshot_id,
             logger,
-            table_sizes=_source_sizes(snapshot, source.schemas),
+            table_sizes=table_sizes,
             encoding=None if dump_encoding == encodings[0] else dump_encoding,
             recreated=source.recreated,
         )
@@ -215,12 +222,13 @@ def _copy_in_parallel(
     session: Connection,
     *,
     check_locks: Callable[..., None],
+    table_count: int,
 ) -> CopyStats | None:
     """The parallel copy when it pays off and the source allows it; None: stream instead.
 
     `check_locks(parallel=True)` refuses a destination whose lock table is too
     small for it, before anything is staged."""
-    if settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, source.schemas, logger):
+    if settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, table_count, logger):
         return None
     schemas = source.schemas
     try:
@@ -249,18 +257,17 @@ def _copy_in_parallel(
 
 
 def _parallel_pays_off(
-    settings: Settings, snapshot: SourceSnapshot, schemas: list[str], logger: logging.Logger
+    settings: Settings, snapshot: SourceSnapshot, tables: int, logger: logging.Logger
 ) -> bool:
     """Whether the source is large enough (ELT_PARALLEL_MIN_MB), in tables that are
     large enough on average (ELT_PARALLEL_MIN_TABLE_MB), for the parallel copy."""
     try:
         cursor = snapshot.conn.cursor(row_factory=dict_row)
-        row = cursor.execute(read_sql("database_size.sql"), {"schemas": schemas}).fetchone()
+        row = cursor.execute(read_sql("database_size.sql")).fetchone()
     except psycopg.Error as exc:
         raise source_failed("its size", exc) from None
     assert row is not None
     size_mb = int(str(row["bytes"])) / 1_000_000
-    tables = int(str(row["tables"]))
     per_table_mb = size_mb / max(tables, 1)
     if size_mb < settings.parallel_min_mb:
         reason = (
@@ -311,7 +318,8 @@ def _rowless_tables(
 
 
 def _source_sizes(snapshot: SourceSnapshot, schemas: list[str]) -> dict[str, int]:
-    """Each table's size on the source's disk, for the progress estimate."""
+    """Each table's size on the source's disk (partitions included), for the
+    progress estimate and the path's choice (ELT_PARALLEL_MIN_TABLE_MB)."""
     try:
         cursor = snapshot.conn.cursor(row_factory=dict_row)
         rows = cursor.execute(read_sql("source_table_sizes.sql"), {"schemas": schemas}).fetchall()
