@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.cpu import floor_seconds
+from benchmark.critical import format_critical_path
 from benchmark.methods import JOB_METHODS
 from benchmark.phases import format_phases, median_run
 from benchmark.runner import RunResult
@@ -66,6 +68,7 @@ def summarize(
             "peak_tree_mb": max((r.peak_tree_mb for r in runs), default=None),
             "rows_match": all(r.rows_match for r in runs) if runs else None,
             "errors": sorted({r.error for r in runs if r.error}),
+            "cpu": cpu_summary(good),
         }
         if method in JOB_METHODS:
             row.update(_job_summary(good))
@@ -74,6 +77,42 @@ def summarize(
     for row in rows:
         row["job_ratio"] = job_wall / row["wall_s"] if job_wall and row["wall_s"] else None
     return rows
+
+
+CPU_PARTS = ("source", "destination", "method", "total")
+
+
+def cpu_summary(good: Sequence[RunResult]) -> dict[str, Any]:
+    """Medians over the runs that measured CPU: each server's CPU seconds, the
+    method's, the total (the median of the runs' totals, so the parts need
+    not add up to it exactly), the floor on the machine's cores, the CPU of
+    the CHECKPOINT after each run, and each server's CPU by kind of process;
+    {} when no run measured it."""
+    runs = [r for r in good if r.cpu]
+    if not runs:
+        return {}
+
+    def part(r: RunResult, name: str) -> float:
+        value = r.cpu[name]
+        return float(value["total"] if isinstance(value, dict) else value)
+
+    out: dict[str, Any] = {
+        f"{name}_s": statistics.median(part(r, name) for r in runs) for name in CPU_PARTS
+    }
+    out["runs"] = len(runs)
+    out["cores"] = runs[0].cpu.get("cores")
+    out["floor_s"] = floor_seconds(out["total_s"], out["cores"])
+    out["wall_s"] = statistics.median(r.wall_s for r in runs)
+    after = [r.cpu["after"] for r in runs if "after" in r.cpu]
+    out["checkpoint_after_s"] = (
+        statistics.median(a["source"] + a["destination"] for a in after) if after else None
+    )
+    for side in ("source", "destination"):
+        kinds = sorted({k for r in runs for k in r.cpu[side] if k != "total"})
+        out[f"{side}_by_kind"] = {
+            k: statistics.median(float(r.cpu[side].get(k, 0.0)) for r in runs) for k in kinds
+        }
+    return out
 
 
 def _job_summary(good: list[RunResult]) -> dict[str, Any]:
@@ -100,6 +139,7 @@ def _job_summary(good: list[RunResult]) -> dict[str, Any]:
     middle = median_run(good)
     out["phases_run"] = None if middle is None else middle.run
     out["phases"] = [] if middle is None else middle.details.get("phases") or []
+    out["critical_path"] = None if middle is None else middle.details.get("critical_path")
     # Normally one path and one setting for every run; "/" joins them if not.
     out["copy_path"] = "/".join(sorted({str(v) for v in values("copy_path")})) or None
     out["elt_jobs"] = "/".join(sorted({str(v) for v in values("elt_jobs")})) or None
@@ -157,6 +197,7 @@ def print_report(
     _print_setting(header, settings, args, source)
     _print_table(args, rows)
     _print_ratios(ratios)
+    print_cpu(rows)
     print(
         "peak proc MB: largest single client process, rusage ru_maxrss (exact, but never "
         "below the ~13 MB Python process that started it); sampled: the same from /proc "
@@ -226,6 +267,40 @@ def _print_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             f"{_fmt(row['sampled_peak_proc_mb'], '.1f'):>7} {_fmt(row['peak_tree_mb'], '.1f'):>13} "
             f"{match:>5}  {', '.join(f'{w:.2f}' for w in row['walls'])}"
         )
+
+
+def print_cpu(rows: list[dict[str, Any]]) -> None:
+    """CPU seconds per method and side, and the floor they set (see cpu_summary)."""
+    measured = [r for r in rows if r.get("cpu")]
+    if not measured:
+        print("CPU: not measured")
+        return
+    cores = measured[0]["cpu"]["cores"]
+    print(
+        "\nCPU seconds (user + system, medians of successful runs): each server's processes "
+        "(the postmaster's reaped children and the ones still running), the method's own "
+        f"processes; floor = total CPU / {cores} cores, the shortest wall time that CPU "
+        "allows; busy = floor / wall; after: the CHECKPOINT after each run (not in total)"
+    )
+    head = (
+        f"{'method':<11} {'source':>7} {'dest':>7} {'method':>7} {'total':>7} "
+        f"{'floor s':>7} {'wall s':>7} {'busy':>5} {'after':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for row in measured:
+        c = row["cpu"]
+        busy = c["floor_s"] / c["wall_s"] if c["wall_s"] else None
+        print(
+            f"{row['method']:<11} {c['source_s']:7.2f} {c['destination_s']:7.2f} "
+            f"{c['method_s']:7.2f} {c['total_s']:7.2f} {c['floor_s']:7.2f} {c['wall_s']:7.2f} "
+            f"{_fmt(busy, '.0%'):>5} {_fmt(c['checkpoint_after_s']):>6}"
+        )
+    for row in measured:
+        for side in ("source", "destination"):
+            kinds = row["cpu"][f"{side}_by_kind"]
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in kinds.items() if v >= 0.005)
+            print(f"  {row['method']} {side}: {parts or '-'}")
 
 
 def _print_ratios(ratios: dict[str, Any]) -> None:
@@ -313,6 +388,13 @@ def print_job_breakdown(row: dict[str, Any]) -> None:
         )
         for line in format_phases(row["phases"]):
             print(line)
+    if row.get("critical_path"):
+        print(
+            f"  the critical path of run {row['phases_run']}'s copy phase (from the DEBUG "
+            "log lines' durations; each task after the one that ended last before it started):"
+        )
+        for line in format_critical_path(row["critical_path"]):
+            print(line)
 
 
 def sizes_row(size_mb: float, source: SourceInfo, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -330,6 +412,10 @@ def sizes_row(size_mb: float, source: SourceInfo, rows: list[dict[str, Any]]) ->
         "best_s": by_method[best]["wall_s"] if best else None,
         "job_over_best": ratios.get("job_over_best_of_fd_j2_fc_pipe"),
         "job_peak_proc_mb": job.get("peak_proc_mb"),
+        "job_cpu_s": (job.get("cpu") or {}).get("total_s"),
+        "best_cpu_s": (by_method[best].get("cpu") or {}).get("total_s") if best else None,
+        "job_floor_s": (job.get("cpu") or {}).get("floor_s"),
+        "best_floor_s": (by_method[best].get("cpu") or {}).get("floor_s") if best else None,
     }
 
 
@@ -338,11 +424,13 @@ def print_sizes_summary(entries: list[dict[str, Any]], runs: int) -> None:
     print(
         f"\nsizes: the job against the best of (fd_j2, fc_pipe), medians of {runs} run(s) "
         "each, one invocation; job peak proc MB: the job's largest process (ru_maxrss), "
-        "maximum over runs"
+        "maximum over runs; CPU s: both servers' and the method's, medians; floor s: "
+        "that CPU over the machine's cores"
     )
     head = (
         f"{'size MB':>8} {'source MB':>9} {'job path':<9} {'job s':>7} {'best s':>7} "
-        f"{'best':<8} {'job/best':>8} {'job peak proc MB':>16}"
+        f"{'best':<8} {'job/best':>8} {'job peak proc MB':>16} {'job CPU s':>9} "
+        f"{'best CPU s':>10} {'job floor s':>11} {'best floor s':>12}"
     )
     print(head)
     print("-" * len(head))
@@ -350,7 +438,9 @@ def print_sizes_summary(entries: list[dict[str, Any]], runs: int) -> None:
         print(
             f"{e['size_mb']:>8g} {e['source_mb']:>9.1f} {e['copy_path'] or '-':<9} "
             f"{_fmt(e['job_s']):>7} {_fmt(e['best_s']):>7} {e['best'] or '-':<8} "
-            f"{_fmt(e['job_over_best']):>8} {_fmt(e['job_peak_proc_mb'], '.1f'):>16}"
+            f"{_fmt(e['job_over_best']):>8} {_fmt(e['job_peak_proc_mb'], '.1f'):>16} "
+            f"{_fmt(e.get('job_cpu_s')):>9} {_fmt(e.get('best_cpu_s')):>10} "
+            f"{_fmt(e.get('job_floor_s')):>11} {_fmt(e.get('best_floor_s')):>12}"
         )
 
 

@@ -21,6 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.cpu import (
+    Reading,
+    cpu_delta,
+    floor_seconds,
+    postmaster_pid,
+    read_server,
+    wait_quiet,
+)
+from benchmark.critical import copy_tasks, critical_path
 from benchmark.methods import JOB_METHODS, tail
 from benchmark.phases import job_phases
 from benchmark.sampling import TreeSampler, job_breakdown
@@ -44,6 +53,11 @@ class RunResult:
     row_diffs: dict[str, list[int]] = field(default_factory=dict)  # table: [source, dest]
     error: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    # CPU seconds (user + system) during the run: "source" and "destination" (each
+    # server's processes, by kind, "total" among them: benchmark/cpu.py), "method"
+    # (the method's own processes), "total"; "after" the CPU of the CHECKPOINT
+    # that follows it, per server. Empty when it could not be read.
+    cpu: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +80,8 @@ class Bench:
         # defaults), validation level and the method's own settings aside.
         env = job_env(self.source, self.destination, SOURCE_DB, DESTINATION_DB)
         env.update(ELT_VALIDATION=self.args.validation, **JOB_METHODS.get(method, {}))
+        if getattr(self.args, "critical_path", False) and method in JOB_METHODS:
+            env["ELT_LOG_LEVEL"] = "DEBUG"  # each task's "Built" and "Measured" lines
         for name in ("TMPDIR", "HOME"):
             if name in os.environ:
                 env[name] = os.environ[name]
@@ -96,8 +112,49 @@ class Bench:
         for server in (self.source, self.destination):
             server.execute("postgres", "CHECKPOINT")
 
+    def read_cpu(self) -> tuple[Reading, Reading] | None:
+        """Both servers' CPU readings at a quiet point (no client backend left);
+        None when a backend would not go away, as a reading then could count a
+        backend twice or miss it (benchmark/cpu.py)."""
+        pids = [postmaster_pid(s.datadir) for s in (self.source, self.destination)]
+        if not wait_quiet(pids):
+            return None
+        return read_server(pids[0]), read_server(pids[1])
+
+    def cpu_after(
+        self, before: tuple[Reading, Reading] | None, data: dict[str, Any], method: str
+    ) -> dict[str, Any]:
+        """The run's CPU (see RunResult.cpu), then a CHECKPOINT's on each server."""
+        ended = self.read_cpu()
+        # The dirty pages the run left are written by the next checkpoint: by
+        # this one, reported apart, as it is not part of the run's wall time.
+        for server in (self.source, self.destination):
+            server.execute("postgres", "CHECKPOINT")
+        checkpointed = self.read_cpu()
+        if before is None or ended is None:
+            return {}
+        method_s = float(data.get("children_cpu_s", 0.0))
+        if method == "documented":  # the worker holds psql's output: it is the method
+            method_s += float(data.get("self_cpu_s", 0.0))
+        source, destination = (cpu_delta(a, b) for a, b in zip(before, ended, strict=True))
+        out: dict[str, Any] = {
+            "source": source,
+            "destination": destination,
+            "method": method_s,
+            "total": source["total"] + destination["total"] + method_s,
+            "cores": os.cpu_count(),
+        }
+        out["floor_s"] = floor_seconds(out["total"], os.cpu_count())
+        if checkpointed is not None:
+            out["after"] = {
+                side: cpu_delta(a, b)["total"]
+                for side, a, b in zip(("source", "destination"), ended, checkpointed, strict=True)
+            }
+        return out
+
     def run_once(self, method: str, run: int) -> RunResult:
         self.prepare()
+        before = self.read_cpu()
         work = Path(tempfile.mkdtemp(prefix=f"{method}-", dir=self.work_root))
         # Our own process group, so that a timeout can stop the worker and every
         # tool under it by that group's id. From the clone's root, where -m finds
@@ -131,7 +188,8 @@ class Bench:
             data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         except (IndexError, ValueError):
             data = {"ok": False, "error": f"worker failed: {tail(err)}", "seconds": 0.0}
-        return self.record(method, run, data, sampler)
+        cpu = self.cpu_after(before, data, method)
+        return self.record(method, run, data, sampler, cpu)
 
     @staticmethod
     def kill_worker(worker: subprocess.Popen[str]) -> None:
@@ -141,7 +199,12 @@ class Bench:
         worker.wait()
 
     def record(
-        self, method: str, run: int, data: dict[str, Any], sampler: TreeSampler
+        self,
+        method: str,
+        run: int,
+        data: dict[str, Any],
+        sampler: TreeSampler,
+        cpu: dict[str, Any],
     ) -> RunResult:
         counts = table_counts(self.destination, DESTINATION_DB, self.source_info.schema)
         diffs = {
@@ -157,6 +220,9 @@ class Bench:
             logs = data.get("logs", [])
             details.update(job_breakdown(logs))
             details["phases"] = job_phases(logs, data.get("started_at"), data.get("ended_at"))
+            tasks = copy_tasks(logs)
+            if tasks:  # a parallel run logged at DEBUG (--critical-path)
+                details["critical_path"] = critical_path(tasks, logs)
         result = RunResult(
             method=method,
             run=run,
@@ -170,6 +236,7 @@ class Bench:
             row_diffs=diffs,
             error=str(data.get("error", "")),
             details=details,
+            cpu=cpu,
         )
         self.results.append(result)
         return result
