@@ -76,6 +76,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmark.cpu import AUTOVACUUM_SETTINGS
 from benchmark.many_tables import build_many_tables, lock_setting
 from benchmark.methods import DEFAULT_METHODS, METHODS
 from benchmark.report import (
@@ -205,11 +206,12 @@ def build(args: argparse.Namespace, source: PgServer) -> SourceInfo:
 
 
 def server_options(args: argparse.Namespace) -> dict[str, str]:
-    """Settings other than the defaults: a lock table that holds a many-tables source."""
+    """Settings other than the defaults: every automatic vacuum and analyze logged
+    with its CPU (benchmark/cpu.py), and a lock table that holds a many-tables source."""
     if args.many_tables is None:
-        return {}
+        return dict(AUTOVACUUM_SETTINGS)
     locks = lock_setting(args.many_tables, args.partitions)
-    return {"max_locks_per_transaction": str(locks)}
+    return {**AUTOVACUUM_SETTINGS, "max_locks_per_transaction": str(locks)}
 
 
 def benchmark(
@@ -281,7 +283,8 @@ def run_all(bench: Bench, methods: list[str]) -> None:
         for method in methods:
             print(f"run {run}/{runs}: {method} ...", end=" ", flush=True)
             r = bench.run_once(method, run)
-            print(f"{r.wall_s:.2f} s{'' if r.ok else ' FAILED'}", flush=True)
+            cpu = f", CPU {r.cpu['total']:.2f} s" if r.cpu else ""
+            print(f"{r.wall_s:.2f} s{cpu}{'' if r.ok else ' FAILED'}", flush=True)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

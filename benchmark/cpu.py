@@ -16,7 +16,9 @@ are separate from the readers of /proc, which the tests cannot fake.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -187,3 +189,62 @@ def wait_quiet(
             return False
         time.sleep(0.02)
     return True
+
+
+# --- autovacuum, from the server's log ------------------------------------------
+
+# The servers log every automatic vacuum and analyze (log_autovacuum_min_duration
+# = 0) with its CPU, at its end, in UTC (log_timezone): AUTOVACUUM_SETTINGS.
+AUTOVACUUM_SETTINGS = {"log_autovacuum_min_duration": "0", "log_timezone": "UTC"}
+_AUTOVACUUM = re.compile(
+    r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC \[\d+\] LOG:  automatic "
+    r"(?P<kind>vacuum|analyze) of table \"(?P<table>[^\"]+)\""
+    # the rest of this entry only (not past the next line that starts an entry)
+    r"(?:(?!\n\d{4}-\d\d-\d\d ).)*?"
+    r"system usage: CPU: user: (?P<user>[\d.]+) s, system: (?P<system>[\d.]+) s",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Autovacuum:
+    at: float  # when it ended (logged), seconds since the epoch
+    what: str  # "vacuum db.schema.table" or "analyze ..."
+    cpu_s: float
+
+
+def parse_autovacuum(text: str) -> list[Autovacuum]:
+    """Every automatic vacuum and analyze in a stretch of server log."""
+    return [
+        Autovacuum(
+            dt.datetime.fromisoformat(m.group("at")).replace(tzinfo=dt.UTC).timestamp(),
+            f"{m.group('kind')} {m.group('table')}",
+            float(m.group("user")) + float(m.group("system")),
+        )
+        for m in _AUTOVACUUM.finditer(text)
+    ]
+
+
+def autovacuum_between(found: Iterable[Autovacuum], start: float, end: float) -> float:
+    """CPU seconds of the automatic vacuums and analyzes that ended in (start, end]."""
+    return sum(a.cpu_s for a in found if start < a.at <= end)
+
+
+class LogReader:
+    """Reads a server log on from where it last stopped (a run's new lines)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def new(self) -> str:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return ""
+        # Up to the last complete line: the rest is read next time.
+        keep = data.rfind(b"\n") + 1
+        self.offset += keep
+        return data[:keep].decode("utf-8", "replace")

@@ -413,6 +413,9 @@ def sizes_row(size_mb: float, source: SourceInfo, rows: list[dict[str, Any]]) ->
         "job_over_best": ratios.get("job_over_best_of_fd_j2_fc_pipe"),
         "job_peak_proc_mb": job.get("peak_proc_mb"),
         "job_cpu_s": (job.get("cpu") or {}).get("total_s"),
+        # the job without validation, when it ran (--methods ...,job_noval)
+        "job_noval_s": by_method.get("job_noval", {}).get("wall_s"),
+        "job_noval_cpu_s": (by_method.get("job_noval", {}).get("cpu") or {}).get("total_s"),
         "best_cpu_s": (by_method[best].get("cpu") or {}).get("total_s") if best else None,
         "job_floor_s": (job.get("cpu") or {}).get("floor_s"),
         "best_floor_s": (by_method[best].get("cpu") or {}).get("floor_s") if best else None,
@@ -442,6 +445,12 @@ def print_sizes_summary(entries: list[dict[str, Any]], runs: int) -> None:
             f"{_fmt(e.get('job_cpu_s')):>9} {_fmt(e.get('best_cpu_s')):>10} "
             f"{_fmt(e.get('job_floor_s')):>11} {_fmt(e.get('best_floor_s')):>12}"
         )
+    for e in entries:
+        if e.get("job_noval_s") is not None:
+            print(
+                f"{e['size_mb']:g} MB, the job without validation (job_noval): "
+                f"{_fmt(e['job_noval_s'])} s, CPU {_fmt(e.get('job_noval_cpu_s'))} s"
+            )
 
 
 def _print_progress(row: dict[str, Any]) -> None:

@@ -17,14 +17,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmark.cpu import (
+    LogReader,
     Reading,
+    autovacuum_between,
     cpu_delta,
     floor_seconds,
+    parse_autovacuum,
     postmaster_pid,
     read_server,
     wait_quiet,
@@ -37,6 +41,8 @@ from benchmark.source import DESTINATION_DB, MB, SOURCE_DB, SourceInfo, table_co
 from pgserver import PgServer, job_env
 
 REPO = Path(__file__).resolve().parent.parent
+# Both servers' CPU readings (source, destination) and when they were taken.
+Readings = tuple[tuple[Reading, Reading], float]
 
 
 @dataclass
@@ -112,17 +118,20 @@ class Bench:
         for server in (self.source, self.destination):
             server.execute("postgres", "CHECKPOINT")
 
-    def read_cpu(self) -> tuple[Reading, Reading] | None:
-        """Both servers' CPU readings at a quiet point (no client backend left);
-        None when a backend would not go away, as a reading then could count a
-        backend twice or miss it (benchmark/cpu.py)."""
+    def __post_init__(self) -> None:
+        self._logs = [LogReader(s.logfile) for s in (self.source, self.destination)]
+
+    def read_cpu(self) -> Readings | None:
+        """Both servers' CPU readings at a quiet point (no client backend left), and
+        when; None when a backend would not go away, as a reading then could count
+        a backend twice or miss it (benchmark/cpu.py)."""
         pids = [postmaster_pid(s.datadir) for s in (self.source, self.destination)]
         if not wait_quiet(pids):
             return None
-        return read_server(pids[0]), read_server(pids[1])
+        return (read_server(pids[0]), read_server(pids[1])), time.time()
 
     def cpu_after(
-        self, before: tuple[Reading, Reading] | None, data: dict[str, Any], method: str
+        self, before: Readings | None, data: dict[str, Any], method: str
     ) -> dict[str, Any]:
         """The run's CPU (see RunResult.cpu), then a CHECKPOINT's on each server."""
         ended = self.read_cpu()
@@ -131,24 +140,34 @@ class Bench:
         for server in (self.source, self.destination):
             server.execute("postgres", "CHECKPOINT")
         checkpointed = self.read_cpu()
+        vacuums = [parse_autovacuum(log.new()) for log in self._logs]
         if before is None or ended is None:
             return {}
         method_s = float(data.get("children_cpu_s", 0.0))
         if method == "documented":  # the worker holds psql's output: it is the method
             method_s += float(data.get("self_cpu_s", 0.0))
-        source, destination = (cpu_delta(a, b) for a, b in zip(before, ended, strict=True))
+        sides = ("source", "destination")
         out: dict[str, Any] = {
-            "source": source,
-            "destination": destination,
-            "method": method_s,
-            "total": source["total"] + destination["total"] + method_s,
-            "cores": os.cpu_count(),
+            side: cpu_delta(a, b) for side, a, b in zip(sides, before[0], ended[0], strict=True)
         }
+        for side, found in zip(sides, vacuums, strict=True):
+            # Part of the server's figure: what its automatic vacuums and analyzes
+            # that ended during the run logged.
+            out[side]["of which autovacuum (logged)"] = autovacuum_between(
+                found, before[1], ended[1]
+            )
+        out["method"] = method_s
+        out["total"] = out["source"]["total"] + out["destination"]["total"] + method_s
+        out["cores"] = os.cpu_count()
         out["floor_s"] = floor_seconds(out["total"], os.cpu_count())
         if checkpointed is not None:
             out["after"] = {
                 side: cpu_delta(a, b)["total"]
-                for side, a, b in zip(("source", "destination"), ended, checkpointed, strict=True)
+                for side, a, b in zip(sides, ended[0], checkpointed[0], strict=True)
+            }
+            out["after_autovacuum"] = {
+                side: autovacuum_between(found, ended[1], checkpointed[1])
+                for side, found in zip(sides, vacuums, strict=True)
             }
         return out
 

@@ -16,9 +16,12 @@ from benchmark.cli import parse_args
 from benchmark.cpu import (
     EXITED,
     POSTMASTER,
+    LogReader,
     Reading,
+    autovacuum_between,
     cpu_delta,
     floor_seconds,
+    parse_autovacuum,
     parse_stat,
     process_kind,
 )
@@ -482,6 +485,49 @@ def test_the_cpu_summary_takes_medians_and_sets_the_floor(
     out = capsys.readouterr().out.splitlines()
     assert out[4].split() == ["job", "2.00", "3.00", "1.00", "6.00", "3.00", "4.00", "75%", "0.30"]
     assert "fc_pipe" not in "\n".join(out)
+
+
+# A server log as PostgreSQL 17 writes it at log_autovacuum_min_duration = 0, in UTC.
+SERVER_LOG = """\
+2026-11-29 15:40:01.100 UTC [901] LOG:  checkpoint starting: immediate force wait
+2026-11-29 15:40:02.500 UTC [950] LOG:  automatic vacuum of table "destination_db.shop.events": index scans: 0
+\tpages: 0 removed, 9000 remain, 9000 scanned (100.00% of total)
+\tavg read rate: 0.000 MB/s, avg write rate: 10.000 MB/s
+\tsystem usage: CPU: user: 0.21 s, system: 0.04 s, elapsed: 0.40 s
+2026-11-29 15:40:03.000 UTC [950] LOG:  automatic analyze of table "destination_db.shop.orders"
+\tavg read rate: 0.000 MB/s, avg write rate: 0.000 MB/s
+\tsystem usage: CPU: user: 0.10 s, system: 0.00 s, elapsed: 0.12 s
+2026-11-29 15:40:04.000 UTC [951] LOG:  automatic analyze of table "destination_db.shop.x"
+2026-11-29 15:40:05.000 UTC [952] LOG:  connection received: host=127.0.0.1 port=5000
+\tsystem usage: CPU: user: 9.00 s, system: 0.00 s, elapsed: 9.00 s
+"""
+
+
+def test_the_automatic_vacuums_and_their_cpu_come_from_the_server_log() -> None:
+    found = parse_autovacuum(SERVER_LOG)
+    # the third entry has no CPU line of its own: the next entry's is not taken for it
+    assert [(a.what, a.cpu_s) for a in found] == [
+        ("vacuum destination_db.shop.events", pytest.approx(0.25)),
+        ("analyze destination_db.shop.orders", pytest.approx(0.10)),
+    ]
+    at = found[0].at
+    assert at == pytest.approx(1795966802.5)  # 2026-11-29 15:40:02.5 UTC
+    assert autovacuum_between(found, at - 1, at + 0.5) == pytest.approx(0.35)
+    assert autovacuum_between(found, at, at + 0.5) == pytest.approx(0.10)  # (start, end]
+
+
+def test_the_log_reader_returns_each_complete_line_once(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("before the run\n")
+    reader = LogReader(log)
+    assert reader.new() == ""
+    with log.open("a") as handle:
+        handle.write("one\ntwo, half")
+    assert reader.new() == "one\n"
+    with log.open("a") as handle:
+        handle.write(" written\n")
+    assert reader.new() == "two, half written\n"
+    assert LogReader(tmp_path / "none.log").new() == ""
 
 
 # --- the critical path --------------------------------------------------------------
