@@ -4,12 +4,16 @@ At ELT_LOG_LEVEL=DEBUG the job logs each task of the parallel copy when it
 ends, with how long it took: "Table copied" (a table's rows, INFO),
 "Built" (an index or key) and "Measured" (a table's validation figures on one
 side). Each task ran from its line's timestamp minus its duration to that
-timestamp. The log names neither the worker nor the task's dependencies, so the
-chain is derived: from the task that ended last, step back each time to the task
-that ended last before it started (within TOLERANCE). That task is what let it
-start: a dependency (its table's rows, the index a key attaches), or a worker
-coming free. The gap between the two is the scheduler's and the worker's own
-time (taking the task, opening a session, preparing the SQL).
+timestamp. The log names neither the worker nor the task's dependencies, so
+they are derived: a task's predecessor is the task on one of its tables (from
+the source's catalog: an index's table, a foreign key's two) that ended last
+before it started (within TOLERANCE): its table's rows, the index a key
+attaches, a build whose lock it waited for. The gap between the two is time the
+task waited for a worker (or the scheduler's own time).
+
+Two bounds on the copy phase follow (the classic ones of a schedule): the
+heaviest such chain (its tasks' seconds: no number of workers could finish
+sooner) and all the tasks' seconds over the workers (no chain could).
 """
 
 from __future__ import annotations
@@ -37,6 +41,39 @@ class Span:
     task: str
     start: float  # seconds since the epoch
     end: float
+    tables: frozenset[str] = frozenset()  # bare table names, without the schema
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+# An index's or constraint's name: the tables it is on (a foreign key: both).
+ObjectTables = dict[str, set[str]]
+
+
+def _bare(name: str) -> str:
+    """`shop.events`, `"elt_staging_1"."events"`: `events`."""
+    return name.rpartition(".")[2].strip('"')
+
+
+def build_tables(entry: str, objects: ObjectTables) -> frozenset[str]:
+    """The tables a "Built" line's task was on (see describe_build)."""
+    text = " ".join(entry.split())
+    toc = _TOC.match(text)
+    if toc:
+        words = toc.group("what").split()
+        found = set(objects.get(words[-1], set()))
+        if words[0] in ("CONSTRAINT", "FK") and len(words) >= 4:
+            found.add(words[-2])  # CONSTRAINT schema table name
+        return frozenset(found)
+    index = _KEY_INDEX.match(text)
+    if index:
+        return frozenset({_bare(index.group("table")), *objects.get(index.group("name"), ())})
+    attach = _KEY_ATTACH.search(text)
+    if attach:
+        return frozenset(objects.get(attach.group("name").strip('"'), ()))
+    return frozenset()
 
 
 def describe_build(entry: str) -> str:
@@ -56,9 +93,10 @@ def describe_build(entry: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def copy_tasks(logs: list[dict[str, Any]]) -> list[Span]:
+def copy_tasks(logs: list[dict[str, Any]], objects: ObjectTables | None = None) -> list[Span]:
     """Every task of a parallel run, from its DEBUG log lines; [] on the
-    streamed path or at INFO (no "Built" nor "Measured" line)."""
+    streamed path or at INFO (no "Built" nor "Measured" line). `objects`:
+    the source's indexes and constraints, by name (see build_tables)."""
     if not any(x.get("message") in ("Built", "Measured") for x in logs):
         return []
     spans = []
@@ -67,42 +105,55 @@ def copy_tasks(logs: list[dict[str, Any]]) -> list[Span]:
         if seconds is None:
             continue
         if message == "Table copied":
-            task = f"rows of {line.get('table')}"
+            task, tables = f"rows of {line.get('table')}", {_bare(str(line.get("table")))}
         elif message == "Built":
-            task = describe_build(str(line.get("entry", "")))
+            entry = str(line.get("entry", ""))
+            task, tables = describe_build(entry), set(build_tables(entry, objects or {}))
         elif message == "Measured":
             side, _, table = str(line.get("task", "")).partition(":")
             task = f"validation figures of {table}, {side.removeprefix('check_')}"
+            tables = {_bare(table)}
         else:
             continue
         end = when(line)
-        spans.append(Span(task, end - float(seconds), end))
+        spans.append(Span(task, end - float(seconds), end, frozenset(tables)))
     return spans
 
 
-def _previous(spans: list[Span], current: Span, chain: list[Span]) -> Span | None:
+def _previous(spans: list[Span], current: Span) -> Span | None:
+    """The task on one of its tables that ended last before it started."""
     before = [
         s
         for s in spans
-        if s not in chain and s.end <= current.start + TOLERANCE and s.start < current.start
+        if s.tables & current.tables
+        and s.end <= current.start + TOLERANCE
+        and s.start < current.start
     ]
     return max(before, key=lambda s: s.end, default=None)
 
 
 def critical_path(spans: list[Span], logs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The chain that ends with the last task, oldest first, in seconds from the
-    copy phase's start: {copy_s, chain: [{task, start_s, end_s, seconds,
-    wait_s}], tail_s}. wait_s is the gap since the previous link's end (or
-    since the copy phase's start); tail_s from the last link's end to the copy
-    phase's end."""
+    """The heaviest chain of tasks (see the module docstring), oldest first, in
+    seconds from the copy phase's start: {copy_s, chain: [{task, start_s,
+    end_s, seconds, wait_s}], chain_s, tail_s, work_s, workers}. wait_s is the
+    gap since the previous link's end (the first's: since the copy phase's
+    start); tail_s from the last link's end to the copy phase's end; work_s all
+    the tasks' seconds."""
     marks = {
         x.get("message"): when(x) for x in logs if x.get("message") in (COPY_STARTED, COPY_ENDED)
     }
     origin = marks.get(COPY_STARTED, min(s.start for s in spans))
     finish = marks.get(COPY_ENDED, max(s.end for s in spans))
-    chain = [max(spans, key=lambda s: s.end)]
-    while (found := _previous(spans, chain[-1], chain)) is not None:
-        chain.append(found)
+    previous: dict[Span, Span | None] = {}
+    weight: dict[Span, float] = {}
+    for span in sorted(spans, key=lambda s: s.start):  # a predecessor starts earlier
+        found = previous[span] = _previous(spans, span)
+        weight[span] = span.seconds + (weight[found] if found is not None else 0.0)
+    last: Span | None = max(spans, key=lambda s: (weight[s], s.end))
+    chain = []
+    while last is not None:
+        chain.append(last)
+        last = previous[last]
     chain.reverse()
     links, previous_end = [], origin
     for span in chain:
@@ -111,12 +162,22 @@ def critical_path(spans: list[Span], logs: list[dict[str, Any]]) -> dict[str, An
                 "task": span.task,
                 "start_s": span.start - origin,
                 "end_s": span.end - origin,
-                "seconds": span.end - span.start,
+                "seconds": span.seconds,
                 "wait_s": span.start - previous_end,
             }
         )
         previous_end = span.end
-    return {"copy_s": finish - origin, "chain": links, "tail_s": finish - previous_end}
+    workers = next(
+        (x.get("workers") for x in logs if x.get("message") == "Parallel copy workers sized"), None
+    )
+    return {
+        "copy_s": finish - origin,
+        "chain": links,
+        "chain_s": sum(s.seconds for s in chain),
+        "tail_s": finish - previous_end,
+        "work_s": sum(s.seconds for s in spans),
+        "workers": workers,
+    }
 
 
 def format_critical_path(found: dict[str, Any]) -> list[str]:
@@ -129,10 +190,16 @@ def format_critical_path(found: dict[str, Any]) -> list[str]:
             f"    {link['start_s']:7.3f} {link['end_s']:7.3f} {link['seconds']:7.3f} "
             f"{link['wait_s']:6.3f}  {link['task']}"
         )
-    busy = sum(link["seconds"] for link in found["chain"])
     lines.append(
-        f"    the chain's tasks {busy:.3f} s, gaps "
+        f"    the chain's tasks {found['chain_s']:.3f} s, gaps "
         f"{sum(link['wait_s'] for link in found['chain']):.3f} s, then {found['tail_s']:.3f} s "
         f"to the copy phase's end; the copy phase {found['copy_s']:.3f} s"
     )
+    workers = found.get("workers")
+    if workers:
+        lines.append(
+            f"    all tasks {found['work_s']:.3f} s of work over {workers} workers: at least "
+            f"{found['work_s'] / workers:.3f} s; the heaviest chain: at least "
+            f"{found['chain_s']:.3f} s"
+        )
     return lines

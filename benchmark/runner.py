@@ -33,7 +33,7 @@ from benchmark.cpu import (
     read_server,
     wait_quiet,
 )
-from benchmark.critical import copy_tasks, critical_path
+from benchmark.critical import ObjectTables, copy_tasks, critical_path
 from benchmark.methods import JOB_METHODS, tail
 from benchmark.phases import job_phases
 from benchmark.sampling import TreeSampler, job_breakdown
@@ -41,6 +41,17 @@ from benchmark.source import DESTINATION_DB, MB, SOURCE_DB, SourceInfo, table_co
 from pgserver import PgServer, job_env
 
 REPO = Path(__file__).resolve().parent.parent
+# Each index's and constraint's name with its table, and a foreign key's with the
+# table it references, outside the system schemas.
+OBJECT_TABLES = """
+SELECT i.relname, t.relname FROM pg_index AS x
+JOIN pg_class AS i ON i.oid = x.indexrelid JOIN pg_class AS t ON t.oid = x.indrelid
+WHERE t.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+UNION ALL
+SELECT c.conname, t.relname FROM pg_constraint AS c
+JOIN pg_class AS t ON t.oid IN (c.conrelid, c.confrelid)
+WHERE t.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+"""
 # Both servers' CPU readings (source, destination) and when they were taken.
 Readings = tuple[tuple[Reading, Reading], float]
 
@@ -85,7 +96,8 @@ class Bench:
         # Exactly the tests' job environment (no copy-path setting: the job's
         # defaults), validation level and the method's own settings aside.
         env = job_env(self.source, self.destination, SOURCE_DB, DESTINATION_DB)
-        env.update(ELT_VALIDATION=self.args.validation, **JOB_METHODS.get(method, {}))
+        env["ELT_VALIDATION"] = self.args.validation
+        env.update(JOB_METHODS.get(method, {}))  # job_noval's own ELT_VALIDATION wins
         if getattr(self.args, "critical_path", False) and method in JOB_METHODS:
             env["ELT_LOG_LEVEL"] = "DEBUG"  # each task's "Built" and "Measured" lines
         for name in ("TMPDIR", "HOME"):
@@ -120,6 +132,16 @@ class Bench:
 
     def __post_init__(self) -> None:
         self._logs = [LogReader(s.logfile) for s in (self.source, self.destination)]
+        self._objects: ObjectTables | None = None
+
+    def object_tables(self) -> ObjectTables:
+        """The source's indexes and constraints by name: the tables each is on
+        (a foreign key's: both), for the critical path (benchmark/critical.py)."""
+        if self._objects is None:
+            self._objects = {}
+            for name, table in self.source.query(SOURCE_DB, OBJECT_TABLES):
+                self._objects.setdefault(str(name), set()).add(str(table))
+        return self._objects
 
     def read_cpu(self) -> Readings | None:
         """Both servers' CPU readings at a quiet point (no client backend left), and
@@ -239,7 +261,7 @@ class Bench:
             logs = data.get("logs", [])
             details.update(job_breakdown(logs))
             details["phases"] = job_phases(logs, data.get("started_at"), data.get("ended_at"))
-            tasks = copy_tasks(logs)
+            tasks = copy_tasks(logs, self.object_tables())
             if tasks:  # a parallel run logged at DEBUG (--critical-path)
                 details["critical_path"] = critical_path(tasks, logs)
         result = RunResult(

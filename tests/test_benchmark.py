@@ -25,7 +25,13 @@ from benchmark.cpu import (
     parse_stat,
     process_kind,
 )
-from benchmark.critical import Span, copy_tasks, critical_path, describe_build
+from benchmark.critical import (
+    Span,
+    build_tables,
+    copy_tasks,
+    critical_path,
+    describe_build,
+)
 from benchmark.many_tables import MANY_SCHEMA, PARTITIONED, build_many_tables, lock_setting
 from benchmark.methods import JOB_METHODS
 from benchmark.phases import job_phases, median_run, when
@@ -55,6 +61,7 @@ from conftest import SEED_COUNTS
 from pgserver import PgServer
 
 ALL_METHODS = ["job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb"]
+SIZES = ["job", "fd_j2", "fc_pipe"]
 
 
 @pytest.mark.parametrize(
@@ -70,6 +77,8 @@ ALL_METHODS = ["job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb"
         ),
         (["--many-tables", "3000"], ALL_METHODS),
         (["--seed", "--runs", "1"], ALL_METHODS),
+        (["--methods", "job,job_noval"], ["job", "job_noval"]),  # only when named
+        (["--sizes", "--methods", "job,fd_j2,fc_pipe,job_noval"], [*SIZES, "job_noval"]),
     ],
 )
 def test_the_command_line_accepts(argv: list[str], methods: list[str]) -> None:
@@ -506,10 +515,11 @@ SERVER_LOG = """\
 def test_the_automatic_vacuums_and_their_cpu_come_from_the_server_log() -> None:
     found = parse_autovacuum(SERVER_LOG)
     # the third entry has no CPU line of its own: the next entry's is not taken for it
-    assert [(a.what, a.cpu_s) for a in found] == [
-        ("vacuum destination_db.shop.events", pytest.approx(0.25)),
-        ("analyze destination_db.shop.orders", pytest.approx(0.10)),
+    assert [a.what for a in found] == [
+        "vacuum destination_db.shop.events",
+        "analyze destination_db.shop.orders",
     ]
+    assert [a.cpu_s for a in found] == pytest.approx([0.25, 0.10])
     at = found[0].at
     assert at == pytest.approx(1795966802.5)  # 2026-11-29 15:40:02.5 UTC
     assert autovacuum_between(found, at - 1, at + 0.5) == pytest.approx(0.35)
@@ -528,6 +538,28 @@ def test_the_log_reader_returns_each_complete_line_once(tmp_path: Path) -> None:
         handle.write(" written\n")
     assert reader.new() == "two, half written\n"
     assert LogReader(tmp_path / "none.log").new() == ""
+
+
+@pytest.mark.parametrize(
+    ("method", "critical", "validation", "log_level"),
+    [
+        ("job", False, "full", None),
+        ("job_noval", False, "off", None),  # whatever --validation says
+        ("job_noval", True, "off", "DEBUG"),
+        ("job", True, "full", "DEBUG"),
+        ("fc_pipe", True, "full", None),
+    ],
+)
+def test_each_method_gets_its_validation_and_log_level(
+    tmp_path: Path, method: str, critical: bool, validation: str, log_level: str | None
+) -> None:
+    args = argparse.Namespace(validation="full", critical_path=critical)
+    # Servers never started: only their ports, users and passwords are read.
+    servers = [PgServer(name, tmp_path, "pw", home=tmp_path / name) for name in ("s", "d")]
+    info = SourceInfo(MB, MB, 1, 1.0, {}, {})
+    env = Bench(args, servers[0], servers[1], info, tmp_path).worker_env(method)
+    assert env["ELT_VALIDATION"] == validation
+    assert env.get("ELT_LOG_LEVEL") == log_level
 
 
 # --- the critical path --------------------------------------------------------------
@@ -560,6 +592,7 @@ def test_a_built_task_is_named_by_what_it_built(entry: str, name: str) -> None:
 # A parallel run's copy phase: two workers; events' rows, then its GIN index, then
 # its foreign key set the length; the small tables and the figures fit beside.
 TASK_LOG = [
+    line(9.9, "Parallel copy workers sized", jobs=2, workers=2),
     line(10.0, "Parallel copy planned"),
     line(10.1, "Starting data extraction from source database"),
     line(10.5, "Table copied", table="shop.orders", duration_seconds=0.38),
@@ -574,19 +607,24 @@ TASK_LOG = [
         entry="303; 2606 3 FK CONSTRAINT shop events events_fk postgres",
         duration_seconds=0.29,
     ),
+    # the last to end, but on a chain lighter than events'
+    line(15.55, "Measured", task="check_source:shop.products", duration_seconds=0.05),
     line(15.6, "Data extraction completed successfully"),
 ]
+# The source's indexes and constraints: the tables each is on.
+OBJECTS = {"orders_idx": {"orders"}, "events_gin": {"events"}, "events_fk": {"events", "customers"}}
 
 
 def test_the_tasks_of_a_parallel_run_come_from_its_debug_lines() -> None:
-    tasks = copy_tasks(TASK_LOG)
+    tasks = copy_tasks(TASK_LOG, OBJECTS)
     assert [t.task for t in tasks][:3] == [
         "rows of shop.orders",
         "INDEX shop orders_idx",
         "rows of shop.events",
     ]
     assert "validation figures of shop.events, destination" in [t.task for t in tasks]
-    assert tasks[2].start == pytest.approx(when(TASK_LOG[4]) - 1.99)
+    assert tasks[2].start == pytest.approx(when(TASK_LOG[5]) - 1.99)
+    assert [sorted(t.tables) for t in tasks][-2:] == [["customers", "events"], ["products"]]
     # at INFO (no "Built" or "Measured" line) there is nothing to go by
     assert (
         copy_tasks([x for x in TASK_LOG if x["message"] != "Built" and x["message"] != "Measured"])
@@ -595,7 +633,7 @@ def test_the_tasks_of_a_parallel_run_come_from_its_debug_lines() -> None:
 
 
 def test_the_critical_path_steps_back_from_the_last_task() -> None:
-    found = critical_path(copy_tasks(TASK_LOG), TASK_LOG)
+    found = critical_path(copy_tasks(TASK_LOG, OBJECTS), TASK_LOG)
     assert [link["task"] for link in found["chain"]] == [
         "rows of shop.events",
         "INDEX shop events_gin",
@@ -605,11 +643,27 @@ def test_the_critical_path_steps_back_from_the_last_task() -> None:
     assert [round(link["wait_s"], 3) for link in found["chain"]] == [0.01, 0.01, 0.01]
     assert found["copy_s"] == pytest.approx(5.5)
     assert found["tail_s"] == pytest.approx(0.1)
+    assert found["chain_s"] == pytest.approx(1.99 + 3.09 + 0.29)
+    assert (found["work_s"], found["workers"]) == (pytest.approx(7.12), 2)
+
+
+def test_a_built_task_is_on_the_tables_of_its_index_or_key() -> None:
+    objects = {"events_gin": {"events"}, "events_pkey": {"events"}}
+    assert build_tables("302; 1259 2 INDEX shop events_gin postgres", objects) == {"events"}
+    assert build_tables(
+        "303; 2606 3 FK CONSTRAINT shop events events_fk postgres", {"events_fk": {"orders"}}
+    ) == {"events", "orders"}
+    key = 'CREATE UNIQUE INDEX events_pkey ON "elt_staging_1"."events" USING btree (id)'
+    assert build_tables(key, {}) == {"events"}
+    attach = 'ALTER TABLE ONLY x ADD CONSTRAINT "events_pkey" PRIMARY KEY USING INDEX "events_pkey"'
+    assert build_tables(attach, objects) == {"events"}
+    assert build_tables("CREATE STATISTICS s ON a, b FROM t", objects) == frozenset()
 
 
 def test_a_task_is_never_its_own_predecessor() -> None:
     # Two tasks that end within the tolerance of each other's start: no loop.
-    spans = [Span("a", 1.0, 1.005), Span("b", 1.0, 1.01), Span("c", 1.01, 2.0)]
+    t = frozenset({"t"})
+    spans = [Span("a", 1.0, 1.005, t), Span("b", 1.0, 1.01, t), Span("c", 1.01, 2.0, t)]
     found = critical_path(spans, [])
     assert [link["task"] for link in found["chain"]] == ["b", "c"]
 
