@@ -135,10 +135,10 @@ def _previous(spans: list[Span], current: Span) -> Span | None:
 def critical_path(spans: list[Span], logs: list[dict[str, Any]]) -> dict[str, Any]:
     """The heaviest chain of tasks (see the module docstring), oldest first, in
     seconds from the copy phase's start: {copy_s, chain: [{task, start_s,
-    end_s, seconds, wait_s}], chain_s, tail_s, work_s, workers}. wait_s is the
-    gap since the previous link's end (the first's: since the copy phase's
-    start); tail_s from the last link's end to the copy phase's end; work_s all
-    the tasks' seconds."""
+    end_s, seconds, wait_s}], chain_s, tail_s, after, work_s, workers}. wait_s
+    is the gap since the previous link's end (the first's: since the copy
+    phase's start); tail_s from the last link's end to the copy phase's end,
+    and `after` the tasks that ended in it; work_s all the tasks' seconds."""
     marks = {
         x.get("message"): when(x) for x in logs if x.get("message") in (COPY_STARTED, COPY_ENDED)
     }
@@ -170,7 +170,13 @@ def critical_path(spans: list[Span], logs: list[dict[str, Any]]) -> dict[str, An
     workers = next(
         (x.get("workers") for x in logs if x.get("message") == "Parallel copy workers sized"), None
     )
+    # The tasks still running when the chain ended: what the copy phase waited
+    # for after it.
+    after = sorted((s for s in spans if s.end > previous_end + TOLERANCE), key=lambda s: s.end)
     return {
+        "after": [
+            {"task": s.task, "start_s": s.start - origin, "end_s": s.end - origin} for s in after
+        ],
         "copy_s": finish - origin,
         "chain": links,
         "chain_s": sum(s.seconds for s in chain),
@@ -195,6 +201,11 @@ def format_critical_path(found: dict[str, Any]) -> list[str]:
         f"{sum(link['wait_s'] for link in found['chain']):.3f} s, then {found['tail_s']:.3f} s "
         f"to the copy phase's end; the copy phase {found['copy_s']:.3f} s"
     )
+    for link in found.get("after", []):
+        took = link["end_s"] - link["start_s"]
+        lines.append(
+            f"    {link['start_s']:7.3f} {link['end_s']:7.3f} {took:7.3f} {'after':>6}  {link['task']}"
+        )
     workers = found.get("workers")
     if workers:
         lines.append(

@@ -644,6 +644,10 @@ def test_the_critical_path_steps_back_from_the_last_task() -> None:
     assert found["copy_s"] == pytest.approx(5.5)
     assert found["tail_s"] == pytest.approx(0.1)
     assert found["chain_s"] == pytest.approx(1.99 + 3.09 + 0.29)
+    # the last task, on no chain as heavy, ended after the chain
+    assert [(a["task"], round(a["end_s"], 3)) for a in found["after"]] == [
+        ("validation figures of shop.products, source", 5.45)
+    ]
     assert (found["work_s"], found["workers"]) == (pytest.approx(7.12), 2)
 
 
