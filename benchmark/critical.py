@@ -204,7 +204,7 @@ def format_critical_path(found: dict[str, Any]) -> list[str]:
     for link in found.get("after", []):
         took = link["end_s"] - link["start_s"]
         lines.append(
-            f"    {link['start_s']:7.3f} {link['end_s']:7.3f} {took:7.3f} {'after':>6}  {link['task']}"
+            f"    {link['start_s']:7.3f} {link['end_s']:7.3f} {took:7.3f}  after  {link['task']}"
         )
     workers = found.get("workers")
     if workers:
