@@ -59,7 +59,9 @@ Methods:
 The modules: source.py builds the source, methods.py runs one method in a
 measuring worker, runner.py orchestrates the runs, sampling.py samples memory and
 reads the job's log, phases.py splits a job run's wall time into phases,
-report.py prints; servers.py starts the servers (dev/pgserver.py);
+cpu.py reads the servers' CPU from /proc, critical.py finds a parallel run's
+critical path, report.py and cpu_report.py print; servers.py starts the
+servers (dev/pgserver.py);
 many_tables.py builds the many-tables source. 1 MB is 2**20 bytes everywhere
 in the benchmark.
 """

@@ -25,6 +25,7 @@ from benchmark.cpu import (
     parse_stat,
     process_kind,
 )
+from benchmark.cpu_report import cpu_summary, print_cpu
 from benchmark.critical import (
     Span,
     build_tables,
@@ -36,10 +37,8 @@ from benchmark.many_tables import MANY_SCHEMA, PARTITIONED, build_many_tables, l
 from benchmark.methods import JOB_METHODS
 from benchmark.phases import job_phases, median_run, when
 from benchmark.report import (
-    cpu_summary,
     headline_ratios,
     machine_header,
-    print_cpu,
     print_report,
     print_sizes_summary,
     sizes_row,
