@@ -4,7 +4,7 @@ A command that prints figures, not a test; run it from the clone's root:
 
     .venv/bin/python -m benchmark --size-mb 100 [--runs 3]
         [--methods job,job_stream,documented,fd_j2,fc_pipe,pgcopydb] [--keep-servers]
-        [--validation full] [--json FILE]
+        [--validation full] [--critical-path] [--json FILE]
 
 Instead of --size-mb, one of these sources:
   --sizes 100,250,1000  the synthetic source at each size in turn (default those
@@ -27,6 +27,16 @@ copy path taken, where its time went and how often it logged progress, and
 phase by phase (start-up, waits and logins, snapshot, planning, copy,
 validation, swap, exit) where the wall time of its median run went.
 
+Each run's CPU seconds (user + system) are measured too: each server's
+(benchmark/cpu.py: the postmaster's reaped children and its processes still
+running, between two quiet points), the method's own processes (the worker's
+RUSAGE_CHILDREN), their total, and the floor that total sets on the machine's
+cores (total / cores). After each run a CHECKPOINT on both servers writes the
+dirty pages the run left; its CPU is reported apart ("after"), not in the total.
+With --critical-path the job methods run at ELT_LOG_LEVEL=DEBUG, and for a
+parallel run the report shows the chain of tasks that set its copy phase's
+length (benchmark/critical.py).
+
 Methods:
   job         this project: elt/elt_script.py with its default settings, then
               validation at --validation. The job picks its copy path itself:
@@ -38,6 +48,8 @@ Methods:
               transaction, validation after the copy) otherwise
   job_stream  the same job with ELT_JOBS=1: always the streamed path, for
               parallel against one stream side by side
+  job_noval   the same job with ELT_VALIDATION=off, whatever --validation says:
+              beside `job`, what validation costs (only when --methods names it)
   documented  the originally documented method: pg_dump to a plain file, then
               `psql -a -f file` with its output captured by the Python parent
   fd_j2       pg_dump -Fd -Z0 -j 2 to a directory, then pg_restore -j 2 -d
@@ -47,7 +59,9 @@ Methods:
 The modules: source.py builds the source, methods.py runs one method in a
 measuring worker, runner.py orchestrates the runs, sampling.py samples memory and
 reads the job's log, phases.py splits a job run's wall time into phases,
-report.py prints; servers.py starts the servers (dev/pgserver.py);
+cpu.py reads the servers' CPU from /proc, critical.py finds a parallel run's
+critical path, report.py and cpu_report.py print; servers.py starts the
+servers (dev/pgserver.py);
 many_tables.py builds the many-tables source. 1 MB is 2**20 bytes everywhere
 in the benchmark.
 """
@@ -64,8 +78,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmark.cpu import AUTOVACUUM_SETTINGS
 from benchmark.many_tables import build_many_tables, lock_setting
-from benchmark.methods import METHODS
+from benchmark.methods import DEFAULT_METHODS, METHODS
 from benchmark.report import (
     headline_ratios,
     machine_header,
@@ -119,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3, help="runs per method (default 3)")
     parser.add_argument(
         "--methods",
-        help=f"comma-separated, from {','.join(METHODS)} (default: all; with --sizes: "
-        f"{','.join(SIZES_METHODS)})",
+        help=f"comma-separated, from {','.join(METHODS)} (default: all but job_noval; "
+        f"with --sizes: {','.join(SIZES_METHODS)})",
     )
     parser.add_argument(
         "--warmup",
@@ -129,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="untimed runs of the first method before the timed ones (default 1)",
     )
     parser.add_argument("--validation", choices=("off", "counts", "full"), default="full")
+    parser.add_argument(
+        "--critical-path",
+        action="store_true",
+        help="run the job at ELT_LOG_LEVEL=DEBUG and show the chain of tasks that set "
+        "a parallel run's copy phase",
+    )
     parser.add_argument("--keep-servers", action="store_true", help="leave both servers running")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
     return parser
@@ -148,7 +169,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.sizes = None if args.sizes is None else _sizes(parser, args.sizes)
-    default_methods = SIZES_METHODS if args.sizes else METHODS
+    default_methods = SIZES_METHODS if args.sizes else DEFAULT_METHODS
     methods = [m.strip() for m in str(args.methods or ",".join(default_methods)).split(",")]
     methods = [m for m in methods if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -187,11 +208,12 @@ def build(args: argparse.Namespace, source: PgServer) -> SourceInfo:
 
 
 def server_options(args: argparse.Namespace) -> dict[str, str]:
-    """Settings other than the defaults: a lock table that holds a many-tables source."""
+    """Settings other than the defaults: every automatic vacuum and analyze logged
+    with its CPU (benchmark/cpu.py), and a lock table that holds a many-tables source."""
     if args.many_tables is None:
-        return {}
+        return dict(AUTOVACUUM_SETTINGS)
     locks = lock_setting(args.many_tables, args.partitions)
-    return {"max_locks_per_transaction": str(locks)}
+    return {**AUTOVACUUM_SETTINGS, "max_locks_per_transaction": str(locks)}
 
 
 def benchmark(
@@ -263,7 +285,8 @@ def run_all(bench: Bench, methods: list[str]) -> None:
         for method in methods:
             print(f"run {run}/{runs}: {method} ...", end=" ", flush=True)
             r = bench.run_once(method, run)
-            print(f"{r.wall_s:.2f} s{'' if r.ok else ' FAILED'}", flush=True)
+            cpu = f", CPU {r.cpu['total']:.2f} s" if r.cpu else ""
+            print(f"{r.wall_s:.2f} s{cpu}{'' if r.ok else ' FAILED'}", flush=True)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -19,12 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-METHODS = ("job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb")
+METHODS = ("job", "job_stream", "documented", "fd_j2", "fc_pipe", "pgcopydb", "job_noval")
+# What runs when --methods does not say: all but job_noval, which only serves to
+# measure what validation costs beside the job.
+DEFAULT_METHODS = METHODS[:-1]
 # The methods that run elt/elt_script.py, and the settings each adds to the
 # job's environment (on top of the tests' job environment, see Bench.worker_env).
 JOB_METHODS: dict[str, dict[str, str]] = {
     "job": {},  # the job's defaults: it picks the copy path itself
     "job_stream": {"ELT_JOBS": "1"},  # always the streamed path
+    # the job without validation, whatever --validation says: its cost, by difference
+    "job_noval": {"ELT_VALIDATION": "off"},
 }
 
 # Each run of each method happens inside a fresh worker process: this module,
@@ -232,6 +237,7 @@ def _method_pgcopydb(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 WORKER_METHODS: dict[str, Callable[[dict[str, Any], Path], dict[str, Any]]] = {
     "job": _method_job,
     "job_stream": _method_job,  # the same, in an environment with ELT_JOBS=1
+    "job_noval": _method_job,  # the same, with ELT_VALIDATION=off
     "documented": _method_documented,
     "fd_j2": _method_fd_j2,
     "fc_pipe": _method_fc_pipe,
@@ -263,8 +269,15 @@ def run_worker() -> int:
         result = {"ok": False, "error": f"timed out after {exc.timeout:.0f} s: {exc.cmd}"}
     result["seconds"] = time.monotonic() - started
     result["self_maxrss_kb"] = _own_peak_kb()
+    children, own = (
+        resource.getrusage(who) for who in (resource.RUSAGE_CHILDREN, resource.RUSAGE_SELF)
+    )
     # ru_maxrss is in kilobytes on Linux.
-    result["children_maxrss_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result["children_maxrss_kb"] = children.ru_maxrss
+    # CPU of every process the method started and waited for (their own reaped
+    # children included), and of this worker itself.
+    result["children_cpu_s"] = children.ru_utime + children.ru_stime
+    result["self_cpu_s"] = own.ru_utime + own.ru_stime
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.cpu_report import cpu_summary, print_cpu
+from benchmark.critical import format_critical_path
 from benchmark.methods import JOB_METHODS
 from benchmark.phases import format_phases, median_run
 from benchmark.runner import RunResult
@@ -66,6 +68,7 @@ def summarize(
             "peak_tree_mb": max((r.peak_tree_mb for r in runs), default=None),
             "rows_match": all(r.rows_match for r in runs) if runs else None,
             "errors": sorted({r.error for r in runs if r.error}),
+            "cpu": cpu_summary(good),
         }
         if method in JOB_METHODS:
             row.update(_job_summary(good))
@@ -100,6 +103,7 @@ def _job_summary(good: list[RunResult]) -> dict[str, Any]:
     middle = median_run(good)
     out["phases_run"] = None if middle is None else middle.run
     out["phases"] = [] if middle is None else middle.details.get("phases") or []
+    out["critical_path"] = None if middle is None else middle.details.get("critical_path")
     # Normally one path and one setting for every run; "/" joins them if not.
     out["copy_path"] = "/".join(sorted({str(v) for v in values("copy_path")})) or None
     out["elt_jobs"] = "/".join(sorted({str(v) for v in values("elt_jobs")})) or None
@@ -157,6 +161,7 @@ def print_report(
     _print_setting(header, settings, args, source)
     _print_table(args, rows)
     _print_ratios(ratios)
+    print_cpu(rows)
     print(
         "peak proc MB: largest single client process, rusage ru_maxrss (exact, but never "
         "below the ~13 MB Python process that started it); sampled: the same from /proc "
@@ -313,6 +318,13 @@ def print_job_breakdown(row: dict[str, Any]) -> None:
         )
         for line in format_phases(row["phases"]):
             print(line)
+    if row.get("critical_path"):
+        print(
+            f"  the critical path of run {row['phases_run']}'s copy phase (from the DEBUG "
+            "log lines' durations; each task after the one that ended last before it started):"
+        )
+        for line in format_critical_path(row["critical_path"]):
+            print(line)
 
 
 def sizes_row(size_mb: float, source: SourceInfo, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -330,6 +342,13 @@ def sizes_row(size_mb: float, source: SourceInfo, rows: list[dict[str, Any]]) ->
         "best_s": by_method[best]["wall_s"] if best else None,
         "job_over_best": ratios.get("job_over_best_of_fd_j2_fc_pipe"),
         "job_peak_proc_mb": job.get("peak_proc_mb"),
+        "job_cpu_s": (job.get("cpu") or {}).get("total_s"),
+        # the job without validation, when it ran (--methods ...,job_noval)
+        "job_noval_s": by_method.get("job_noval", {}).get("wall_s"),
+        "job_noval_cpu_s": (by_method.get("job_noval", {}).get("cpu") or {}).get("total_s"),
+        "best_cpu_s": (by_method[best].get("cpu") or {}).get("total_s") if best else None,
+        "job_floor_s": (job.get("cpu") or {}).get("floor_s"),
+        "best_floor_s": (by_method[best].get("cpu") or {}).get("floor_s") if best else None,
     }
 
 
@@ -338,11 +357,13 @@ def print_sizes_summary(entries: list[dict[str, Any]], runs: int) -> None:
     print(
         f"\nsizes: the job against the best of (fd_j2, fc_pipe), medians of {runs} run(s) "
         "each, one invocation; job peak proc MB: the job's largest process (ru_maxrss), "
-        "maximum over runs"
+        "maximum over runs; CPU s: both servers' and the method's, medians; floor s: "
+        "that CPU over the machine's cores"
     )
     head = (
         f"{'size MB':>8} {'source MB':>9} {'job path':<9} {'job s':>7} {'best s':>7} "
-        f"{'best':<8} {'job/best':>8} {'job peak proc MB':>16}"
+        f"{'best':<8} {'job/best':>8} {'job peak proc MB':>16} {'job CPU s':>9} "
+        f"{'best CPU s':>10} {'job floor s':>11} {'best floor s':>12}"
     )
     print(head)
     print("-" * len(head))
@@ -350,8 +371,16 @@ def print_sizes_summary(entries: list[dict[str, Any]], runs: int) -> None:
         print(
             f"{e['size_mb']:>8g} {e['source_mb']:>9.1f} {e['copy_path'] or '-':<9} "
             f"{_fmt(e['job_s']):>7} {_fmt(e['best_s']):>7} {e['best'] or '-':<8} "
-            f"{_fmt(e['job_over_best']):>8} {_fmt(e['job_peak_proc_mb'], '.1f'):>16}"
+            f"{_fmt(e['job_over_best']):>8} {_fmt(e['job_peak_proc_mb'], '.1f'):>16} "
+            f"{_fmt(e.get('job_cpu_s')):>9} {_fmt(e.get('best_cpu_s')):>10} "
+            f"{_fmt(e.get('job_floor_s')):>11} {_fmt(e.get('best_floor_s')):>12}"
         )
+    for e in entries:
+        if e.get("job_noval_s") is not None:
+            print(
+                f"{e['size_mb']:g} MB, the job without validation (job_noval): "
+                f"{_fmt(e['job_noval_s'])} s, CPU {_fmt(e.get('job_noval_cpu_s'))} s"
+            )
 
 
 def _print_progress(row: dict[str, Any]) -> None:
