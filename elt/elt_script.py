@@ -14,17 +14,22 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 if __name__ == "__main__":
     # Run as a script, Python puts elt/ itself first on sys.path. Its parent goes
     # there instead, so that `elt` is a package and no module has two names.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from elt import pipeline
+# No module imported here imports the driver (psycopg): main() imports it once
+# the head start's processes run, so that they run while it is imported.
 from elt.config import Settings, load_settings
 from elt.errors import EltError, Interrupted
 from elt.logger_config import RedactSecrets, setup_logger
-from elt.progress import mb_per_second
+from elt.startup import HeadStart
+
+if TYPE_CHECKING:
+    from elt.pipeline import RunSummary
 
 _received_signal: list[int] = []
 
@@ -78,7 +83,10 @@ def main() -> int:
             RedactSecrets([db.password or "" for db in (settings.source, settings.destination)])
         )
         _log_settings(logger, settings)
-        summary = pipeline.run(settings, logger)
+        with HeadStart.start(settings, logger) as head:
+            from elt import pipeline  # noqa: PLC0415 (see the imports above)
+
+            summary = pipeline.run(settings, logger, head)
     except EltError as error:
         _log_failure(logger, error, error.exit_code)
         return error.exit_code
@@ -97,6 +105,13 @@ def main() -> int:
             },
         )
         return 1
+    _log_success(logger, settings, summary)
+    return 0
+
+
+def _log_success(logger: logging.Logger, settings: Settings, summary: RunSummary) -> None:
+    from elt.progress import mb_per_second  # noqa: PLC0415 (imports the driver)
+
     logger.info(
         "ELT pipeline completed successfully",
         extra={
@@ -113,8 +128,16 @@ def main() -> int:
             "copy_path": summary.copy_path,
         },
     )
-    return 0
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown (freeing every module's objects),
+    which the job does not need: its sessions, children and threads are done
+    when main() returns. Only the output is left to flush."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
