@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import dict_row
 
-from elt import limits, parallel, replace, stream_copy
+from elt import limits, replace, stream_copy
 from elt.config import Settings, ValidationLevel
 from elt.connect import Connection, connect, wait_and_login
 from elt.errors import ConnectionFailed, ExtractError, LoadError
@@ -217,6 +217,9 @@ def _copy_in_parallel(
     small for it, before anything is staged."""
     if settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, table_count, logger):
         return None
+    # Imported only here: a run that streams (every small one) never loads it.
+    from elt import parallel  # noqa: PLC0415
+
     schemas = source.schemas
     try:
         if settings.validation is ValidationLevel.OFF:

@@ -40,6 +40,17 @@ def test_the_entry_point_imports_no_driver_before_its_head_start() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_a_run_that_streams_never_imports_the_parallel_copy() -> None:
+    probe = (
+        "import sys; import elt.pipeline; "
+        "print(sorted(m for m in sys.modules if m.startswith('elt.parallel')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def test_a_started_tool_reports_its_exit_code_stderr_tail_and_stdout() -> None:
     tool = StartedTool(
         ["sh", "-c", "echo out; echo 'ERROR: the cause' >&2; echo last >&2; exit 3"], os.environ
