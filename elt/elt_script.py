@@ -14,22 +14,18 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 if __name__ == "__main__":
     # Run as a script, Python puts elt/ itself first on sys.path. Its parent goes
     # there instead, so that `elt` is a package and no module has two names.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-# No module imported here imports the driver (psycopg): main() imports it once
-# the head start's processes run, so that they run while it is imported.
+from elt import pipeline
 from elt.config import Settings, load_settings
 from elt.errors import EltError, Interrupted
 from elt.logger_config import RedactSecrets, setup_logger
-from elt.startup import HeadStart
-
-if TYPE_CHECKING:
-    from elt.pipeline import RunSummary
+from elt.progress import mb_per_second
 
 _received_signal: list[int] = []
 
@@ -83,10 +79,7 @@ def main() -> int:
             RedactSecrets([db.password or "" for db in (settings.source, settings.destination)])
         )
         _log_settings(logger, settings)
-        with HeadStart.start(settings, logger) as head:
-            from elt import pipeline  # noqa: PLC0415 (see the imports above)
-
-            summary = pipeline.run(settings, logger, head)
+        summary = pipeline.run(settings, logger)
     except EltError as error:
         _log_failure(logger, error, error.exit_code)
         return error.exit_code
@@ -105,13 +98,6 @@ def main() -> int:
             },
         )
         return 1
-    _log_success(logger, settings, summary)
-    return 0
-
-
-def _log_success(logger: logging.Logger, settings: Settings, summary: RunSummary) -> None:
-    from elt.progress import mb_per_second  # noqa: PLC0415 (imports the driver)
-
     logger.info(
         "ELT pipeline completed successfully",
         extra={
@@ -128,6 +114,7 @@ def _log_success(logger: logging.Logger, settings: Settings, summary: RunSummary
             "copy_path": summary.copy_path,
         },
     )
+    return 0
 
 
 def exit_now(code: int) -> NoReturn:

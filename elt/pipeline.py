@@ -69,16 +69,12 @@ class SourceView:
     sequences_before: dict[str, int | None]  # ELT_VALIDATION=full only
 
 
-def run(
-    settings: Settings, logger: logging.Logger, head_start: HeadStart | None = None
-) -> RunSummary:
-    """`head_start`: both sides' first pg_isready and pg_dump --version, if the
-    caller started them already (elt_script does, before it imports the driver)."""
+def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     started = time.monotonic()
     level = settings.validation
     # Holds the run's locks on the destination until validation is done.
     with contextlib.ExitStack() as hold:
-        head = head_start or hold.enter_context(HeadStart.start(settings, logger))
+        head = hold.enter_context(HeadStart.start(settings, logger))
         source_session, session = wait_and_login(settings, logger, head)
         hold.callback(session.close)
         snapshot = hold.enter_context(SourceSnapshot.open(settings, source_session))

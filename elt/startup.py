@@ -1,10 +1,10 @@
-"""Before the driver: waiting for the servers (pg_isready) and the run's head start.
+"""Waiting for the servers (pg_isready), and the run's first processes at once.
 
-Importing psycopg is most of the job's start-up. This module does not import
-it, so that elt_script can start both sides' first pg_isready and
-`pg_dump --version` (HeadStart) before it imports the driver: those
-processes run while the import does. `pg_isready` only asks whether the
-server accepts connections; the real login is connect.py's.
+HeadStart starts both sides' first pg_isready and `pg_dump --version`
+together, as the run begins: they run while the job waits for one of them
+and logs in (connect.wait_and_login), instead of one after the other.
+`pg_isready` only asks whether the server accepts connections; the real
+login is connect.py's.
 """
 
 from __future__ import annotations
