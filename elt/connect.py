@@ -1,93 +1,32 @@
-"""Waiting for the databases and opening driver connections, with clear failures.
+"""Logging in to the databases (psycopg), with clear failures.
 
-`pg_isready` only asks whether the server accepts connections: it does not
-log in. So after it answers, the job logs in for real (psycopg), which is
+`pg_isready` (startup.py) only asks whether the server accepts connections:
+it does not log in. So after it answers, the job logs in for real, which is
 where a wrong password, user or database name shows up, and explains it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.abc import Params
-from psycopg.rows import RowFactory
+from psycopg.rows import RowFactory, dict_row
 
-from elt.config import DatabaseSettings, Settings
+from elt.config import DatabaseSettings, Settings, same_database_error
 from elt.errors import ConnectionFailed, message_lines
-from elt.processes import APPLICATION_NAME, Stage, child_env, connection_args, run_tool
+from elt.processes import APPLICATION_NAME
+from elt.sql import read_sql
+from elt.startup import HeadStart, StartedTool, wait_for_postgres
 
 # The one connection type of the job: psycopg's default tuple rows. Queries
 # whose columns are read use a cursor with a row factory (fetch_one, fetch_all).
 Connection = psycopg.Connection[tuple[object, ...]]
-
-# pg_isready exit codes (see its man page).
-_PG_ISREADY_STATUS = {
-    0: "accepting connections",
-    1: "rejecting connections (starting up or shutting down)",
-    2: "no response",
-    3: "no attempt made (invalid parameters)",
-}
-
-
-def pg_isready_argv(db: DatabaseSettings, timeout_seconds: int) -> list[str]:
-    return ["pg_isready", *connection_args(db), "-t", str(timeout_seconds)]
-
-
-def wait_for_postgres(
-    db: DatabaseSettings,
-    settings: Settings,
-    logger: logging.Logger,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Poll with pg_isready until the server accepts connections; return the attempt count.
-
-    The budget is bounded: ELT_WAIT_RETRIES attempts of at most
-    ELT_CONNECT_TIMEOUT_SECONDS each, ELT_WAIT_DELAY_SECONDS apart.
-    """
-    max_retries = settings.wait_retries
-    stage = Stage(
-        "pg_isready",
-        pg_isready_argv(db, settings.connect_timeout_seconds),
-        child_env(db, settings.connect_timeout_seconds),
-    )
-    result = None
-    for attempt in range(1, max_retries + 1):
-        result = run_tool(stage)
-        if result.returncode == 0:
-            return attempt
-        status = _PG_ISREADY_STATUS.get(result.returncode, f"exit code {result.returncode}")
-        if result.returncode == 3:
-            break  # retrying cannot help: the parameters themselves are unusable
-        logger.warning(
-            "Database not ready, retrying" if attempt < max_retries else "Database not ready",
-            extra={
-                "database": db.role,
-                "host": db.host,
-                "port": db.port,
-                "attempt": attempt,
-                "max_retries": max_retries,
-                "status": status,
-            },
-        )
-        if attempt < max_retries:
-            sleep(settings.wait_delay_seconds)
-    assert result is not None
-    prefix = db.env_prefix
-    raise ConnectionFailed(
-        f"The {db.role} database at {db.host}:{db.port} did not accept connections "
-        f"after {max_retries} attempt(s): "
-        f"{_PG_ISREADY_STATUS.get(result.returncode, result.returncode)}",
-        hint=f"Check {prefix}HOST and {prefix}PORT and that the server is running; "
-        "raise ELT_WAIT_RETRIES or ELT_WAIT_DELAY_SECONDS if it needs longer to start.",
-        stderr_tail=result.stderr_tail,
-        database=db.role,
-        host=db.host,
-        total_attempts=max_retries,
-    )
 
 
 def _hint_for(db: DatabaseSettings, error_text: str) -> str:
@@ -164,3 +103,78 @@ def log_connected(
             "max_retries": settings.wait_retries,
         },
     )
+
+
+class _Stopped(Exception):
+    """The other side's login failed: this side gives up waiting."""
+
+
+def wait_and_login(
+    settings: Settings, logger: logging.Logger, head: HeadStart
+) -> tuple[Connection, Connection]:
+    """Wait for both servers and log in to both at once; the sessions stay open
+    (autocommit), the source's for the snapshot, the destination's for the run's lock.
+
+    The destination's side runs in a thread: libpq waits without the GIL. When
+    both sides fail, the source's failure is the one raised, as when they were
+    waited for one after the other. One database under two names is refused.
+    """
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(
+            _login, settings.destination, settings, logger, head.ready["destination"], stop
+        )
+        try:
+            source, source_id = _login(settings.source, settings, logger, head.ready["source"])
+        except BaseException:
+            stop.set()
+            _close_when_done(other)
+            raise
+        try:
+            destination, destination_id = other.result()
+        except BaseException:
+            source.close()
+            stop.set()
+            _close_when_done(other)
+            raise
+    if source_id == destination_id:
+        source.close()
+        destination.close()
+        raise same_database_error("Source and destination settings lead to the same database")
+    return source, destination
+
+
+def _login(
+    db: DatabaseSettings,
+    settings: Settings,
+    logger: logging.Logger,
+    first: StartedTool,
+    stop: threading.Event | None = None,
+) -> tuple[Connection, dict[str, Any]]:
+    """One side's wait and login: its session and who its server is."""
+
+    def pause(seconds: float) -> None:
+        if stop is None:
+            time.sleep(seconds)
+        elif stop.wait(seconds):
+            raise _Stopped
+
+    attempt = wait_for_postgres(db, settings, logger, first=first, sleep=pause)
+    if stop is not None and stop.is_set():
+        raise _Stopped
+    conn = connect(db, settings, autocommit=True)
+    try:
+        # Who a server is: two databases with the same answer are the same
+        # database, whatever host names the settings used to reach them.
+        identity = fetch_one(conn, read_sql("server_identity.sql"), dict_row)
+    except BaseException:
+        conn.close()
+        raise
+    log_connected(logger, db, attempt, settings)
+    return conn, identity
+
+
+def _close_when_done(login: Future[tuple[Connection, dict[str, Any]]]) -> None:
+    """Once the other side's thread is done, close the session it opened, if any."""
+    if login.exception() is None:
+        login.result()[0].close()

@@ -10,7 +10,6 @@ the copy therefore neither break the copy nor cause false alarms.
 from __future__ import annotations
 
 import re
-import subprocess
 from types import TracebackType
 
 import psycopg
@@ -19,8 +18,8 @@ from psycopg.rows import dict_row
 
 from elt.config import DatabaseSettings, Settings
 from elt.connect import Connection, connect, fetch_all, fetch_one
-from elt.errors import ExtractError, SettingsError, message_lines
-from elt.processes import child_env, connection_args
+from elt.errors import ExtractError, message_lines
+from elt.processes import connection_args
 from elt.sql import read_sql
 
 
@@ -62,38 +61,20 @@ def pg_dump_argv(db: DatabaseSettings, snapshot: str, encoding: str | None = Non
     return argv
 
 
-def pg_dump_version_argv() -> list[str]:
-    return ["pg_dump", "--version"]
-
-
 def tool_major(version_output: str) -> int | None:
     """17 from `pg_dump (PostgreSQL) 17.11`, 15 from `... 15.18 (Debian 15.18-0+deb12u1)`."""
     match = re.search(r"\(PostgreSQL\) (\d+)", version_output)
     return int(match.group(1)) if match else None
 
 
-def check_pg_dump_version(source_version: int, timeout_seconds: int) -> None:
+def check_pg_dump_version(source_version: int, version_output: str) -> None:
     """Refuse, before the destination is touched, a pg_dump older than the source.
 
     pg_dump aborts on a server of a newer major version ("server version
     mismatch"); found here, that is one clear error instead of a failed load.
+    `version_output`: what `pg_dump --version` printed (startup.HeadStart).
     """
-    try:
-        proc = subprocess.run(
-            pg_dump_version_argv(),
-            env=child_env(None, timeout_seconds),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise SettingsError(
-            "pg_dump was not found on PATH",
-            hint="Install the PostgreSQL client tools (Debian: postgresql-client-17), "
-            "of the destination's major version, or put them on PATH.",
-            tool="pg_dump",
-        ) from None
-    tools = tool_major(proc.stdout)
+    tools = tool_major(version_output)
     source = source_version // 10000
     if tools is not None and tools < source:
         raise ExtractError(
@@ -101,7 +82,7 @@ def check_pg_dump_version(source_version: int, timeout_seconds: int) -> None:
             f"dump PostgreSQL {source}; nothing was changed",
             hint=f"Put the client tools of PostgreSQL {source} or newer (the destination's "
             "major version) first on PATH; see README, Running without Docker.",
-            pg_dump_version=proc.stdout.strip(),
+            pg_dump_version=version_output.strip(),
             source_server_version=source_version,
         )
 
@@ -129,9 +110,12 @@ class SourceSnapshot:
         self.snapshot_id = snapshot_id
 
     @classmethod
-    def open(cls, settings: Settings) -> SourceSnapshot:
-        conn = connect(settings.source, settings)
+    def open(cls, settings: Settings, conn: Connection | None = None) -> SourceSnapshot:
+        """The snapshot in a new session, or in `conn`, an idle session of the
+        source's (the login's), which it then owns."""
+        conn = connect(settings.source, settings) if conn is None else conn
         try:
+            conn.autocommit = False
             return cls(conn)
         except psycopg.Error as exc:
             conn.close()

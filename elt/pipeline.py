@@ -23,14 +23,15 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import dict_row
 
-from elt import limits, parallel, replace, stream_copy
-from elt.config import Settings, ValidationLevel, same_database_error
-from elt.connect import Connection, connect, log_connected, wait_for_postgres
+from elt import limits, replace, stream_copy
+from elt.config import Settings, ValidationLevel
+from elt.connect import Connection, connect, wait_and_login
 from elt.errors import ConnectionFailed, ExtractError, LoadError
 from elt.extract import SourceSnapshot, check_pg_dump_version, copy_encoding
 from elt.failures import busy_error, encoding_error, failed, figures_failed, source_failed
 from elt.progress import CopyStats
 from elt.sql import LOCK_KEY, read_sql
+from elt.startup import HeadStart
 from elt.validate import (
     RECORD_HASH_MIN_VERSION,
     Figures,
@@ -70,13 +71,16 @@ class SourceView:
 
 def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     started = time.monotonic()
-    _wait_and_login(settings, logger)
     level = settings.validation
     # Holds the run's locks on the destination until validation is done.
-    with contextlib.ExitStack() as hold, SourceSnapshot.open(settings) as snapshot:
-        check_pg_dump_version(snapshot.conn.info.server_version, settings.connect_timeout_seconds)
+    with contextlib.ExitStack() as hold:
+        head = hold.enter_context(HeadStart.start(settings, logger))
+        source_session, session = wait_and_login(settings, logger, head)
+        hold.callback(session.close)
+        snapshot = hold.enter_context(SourceSnapshot.open(settings, source_session))
+        check_pg_dump_version(snapshot.conn.info.server_version, head.pg_dump_version())
         source = _read_source(snapshot, level, logger)
-        session = _hold_run_lock(settings, hold)
+        _hold_run_lock(session)
         # Before any copying, on both paths (each load checks again at its swap).
         replace.remove_leftovers(session, logger)
         replace.check_dependents(session, source.schemas, source.recreated, logger)
@@ -99,24 +103,6 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
     return RunSummary(source.schemas, len(checks), rows, seconds, path, stats.bytes)
 
 
-def _wait_and_login(settings: Settings, logger: logging.Logger) -> None:
-    logger.info("Waiting for databases to be ready")
-    identities = []
-    for db in (settings.source, settings.destination):
-        attempt = wait_for_postgres(db, settings, logger)
-        with connect(db, settings, autocommit=True) as conn:
-            # Who a server is: two databases with the same answer are the same
-            # database, whatever host names the settings used to reach them.
-            identities.append(
-                conn.cursor(row_factory=dict_row)
-                .execute(read_sql("server_identity.sql"))
-                .fetchone()
-            )
-        log_connected(logger, db, attempt, settings)
-    if identities[0] == identities[1]:
-        raise same_database_error("Source and destination settings lead to the same database")
-
-
 def _read_source(
     snapshot: SourceSnapshot, level: ValidationLevel, logger: logging.Logger
 ) -> SourceView:
@@ -137,12 +123,10 @@ def _read_source(
     return SourceView(schemas, rowless, recreated, relations, before)
 
 
-def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> Connection:
-    """The run's destination session (autocommit), which `hold` closes after
-    validation, holding the run's lock (elt/sql/run_lock.sql); refuse if another
-    run holds it. The parallel copy coordinates in this session."""
-    conn = connect(settings.destination, settings, autocommit=True)
-    hold.callback(conn.close)
+def _hold_run_lock(conn: Connection) -> None:
+    """Take the run's lock (elt/sql/run_lock.sql) in the run's destination session
+    (autocommit), which run() closes after validation; refuse if another run
+    holds it. The parallel copy coordinates in this session."""
     try:
         conn.execute(read_sql("no_timeouts.sql"))
         cursor = conn.cursor(row_factory=dict_row)
@@ -156,7 +140,6 @@ def _hold_run_lock(settings: Settings, hold: contextlib.ExitStack) -> Connection
         ) from None
     if row is None or not row["pg_try_advisory_lock"]:
         raise busy_error()
-    return conn
 
 
 def _check_destination_locks(
@@ -230,6 +213,9 @@ def _copy_in_parallel(
     small for it, before anything is staged."""
     if settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, table_count, logger):
         return None
+    # Imported only here: a run that streams (every small one) never loads it.
+    from elt import parallel  # noqa: PLC0415
+
     schemas = source.schemas
     try:
         if settings.validation is ValidationLevel.OFF:

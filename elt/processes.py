@@ -1,9 +1,10 @@
 """Running the PostgreSQL client tools: environment, pipelines, stderr, cancellation.
 
-Every child process of the job starts here: `Pipeline` (and `run_tool`) for
-streams that must never be held whole, `run_in_memory` for tools whose input
-and output are small (schema archives, TOC lists), `start_tool` for a process
-the caller wires up itself. A tool missing from PATH is `tool_not_found` on
+Every child process of the job starts here, but for elt/startup.py's probes
+(pg_isready, pg_dump --version): `Pipeline` for streams that must never be
+held whole, `run_in_memory` for tools whose input and output are small
+(schema archives, TOC lists), `start_tool` for a process the caller wires up
+itself. A tool missing from PATH is `tool_not_found` on
 each, and a tool's failure `ToolFailed` (elt/failures.py names the culprit).
 
 Three rules learned the hard way:
@@ -25,6 +26,7 @@ import collections
 import contextlib
 import os
 import re
+import select
 import subprocess
 import threading
 import time
@@ -281,7 +283,9 @@ class Pipeline:
                 if not result.ok:
                     self.terminate()
             if len(results) < len(self._procs):
-                time.sleep(self.POLL_SECONDS)
+                _sleep_until_exit(
+                    [p for i, p in enumerate(self._procs) if i not in results], self.POLL_SECONDS
+                )
         for relay in self._relays:
             relay.join()
         return [results[i] for i in range(len(self._procs))]
@@ -302,10 +306,21 @@ class Pipeline:
             relay.join()
 
 
-def run_tool(stage: Stage) -> StageResult:
-    """Run one tool to completion (a pipeline of one)."""
-    with Pipeline([stage]) as pipeline:
-        return pipeline.wait()[0]
+def _sleep_until_exit(procs: list[subprocess.Popen[bytes]], seconds: float) -> None:
+    """Sleep `seconds`, or less: until one of `procs` exits (Linux pidfds), so that
+    the next stage's exit is seen when it happens, not at the next poll."""
+    fds: list[int] = []
+    try:
+        poller = select.poll()
+        for proc in procs:
+            fds.append(os.pidfd_open(proc.pid))
+            poller.register(fds[-1], select.POLLIN)
+        poller.poll(seconds * 1000)
+    except OSError:  # no pidfds here (or the process is gone already): poll
+        time.sleep(seconds if not fds else 0)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def start_tool(

@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 
 from elt.config import DatabaseSettings, load_settings
-from elt.connect import pg_isready_argv
 from elt.errors import ExtractError, LoadError
 from elt.extract import copy_encoding, pg_dump_argv
 from elt.failures import stream_failure
 from elt.load import PREPARE_SQL, pg_restore_argv, psql_load_argv, schemas_literal
 from elt.processes import StageResult, child_env
+from elt.startup import pg_isready_argv
 from elt.validate import compare_sequences, digest_encoding
 
 SOURCE = DatabaseSettings("source", "src.example", 5437, "source_db", "reader", "pw-src")
