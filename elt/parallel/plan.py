@@ -114,21 +114,19 @@ def make_plan(
     """
     staged = staging_names(schemas, coordinator.conn.info.backend_pid)
     versions = (snapshot.info.server_version, coordinator.conn.info.server_version)
+    cursor = snapshot.cursor(row_factory=dict_row)
+    extras = cursor.execute(read_sql("source_extras.sql"), {"schemas": schemas}).fetchall()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="elt-plan") as pool:
-        scratch = pool.submit(_open_scratch, settings, coordinator)
-        try:
-            source_archive, extras = _checked_source(
-                settings,
-                pool,
-                snapshot=snapshot,
-                snapshot_id=snapshot_id,
-                schemas=schemas,
-                tables=tables,
-            )
-            conn, unwritten = scratch.result()
-        except BaseException:
-            _abandon(scratch)
-            raise
+        source_archive, conn, unwritten = _source_and_scratch(
+            settings,
+            pool,
+            coordinator,
+            snapshot=snapshot,
+            snapshot_id=snapshot_id,
+            schemas=schemas,
+            tables=tables,
+            extras=extras,
+        )
         reads = pool.submit(_snapshot_reads, snapshot, extras, staged, schemas)
         with conn:
             staging = _staging_schema(
@@ -165,6 +163,44 @@ def make_plan(
     )
 
 
+def _source_and_scratch(
+    settings: Settings,
+    pool: ThreadPoolExecutor,
+    coordinator: Coordinator,
+    *,
+    snapshot: Connection,
+    snapshot_id: str,
+    schemas: list[str],
+    tables: list[CopyTable],
+    extras: list[dict[str, Any]],
+) -> tuple[bytes, Connection, str | None]:
+    """The source's schema-only archive, checked (NotEligible), and a session in
+    a new scratch database with public's comment there (_mark_public)."""
+    # The scratch database is made ready meanwhile, unless the source has an
+    # extension or large objects ('E', 'L'): check_eligible refuses those, and
+    # the database would only be created to be dropped.
+    likely = not any(row["relkind"] in {"E", "L"} for row in extras)
+    scratch = pool.submit(_open_scratch, settings, coordinator) if likely else None
+    try:
+        source_archive = _checked_source(
+            settings,
+            pool,
+            snapshot=snapshot,
+            snapshot_id=snapshot_id,
+            schemas=schemas,
+            tables=tables,
+            extras=extras,
+        )
+        conn, unwritten = (
+            _open_scratch(settings, coordinator) if scratch is None else scratch.result()
+        )
+    except BaseException:
+        if scratch is not None:
+            _abandon(scratch)
+        raise
+    return source_archive, conn, unwritten
+
+
 def _checked_source(
     settings: Settings,
     pool: ThreadPoolExecutor,
@@ -173,9 +209,10 @@ def _checked_source(
     snapshot_id: str,
     schemas: list[str],
     tables: list[CopyTable],
-) -> tuple[bytes, list[dict[str, Any]]]:
-    """The source's schema-only archive and source_extras.sql's rows; NotEligible
-    for a source the staging design cannot copy."""
+    extras: list[dict[str, Any]],
+) -> bytes:
+    """The source's schema-only archive; NotEligible for a source the staging
+    design cannot copy."""
     env_source = child_env(settings.source, settings.connect_timeout_seconds)
     # Only large tables' rows go through psql: a missing psql fails every run
     # here, as a missing pg_dump does, not only a run that has a large table.
@@ -190,11 +227,9 @@ def _checked_source(
         psql.result()  # a missing psql is reported first, as when it ran first
         raise
     psql.result()
-    cursor = snapshot.cursor(row_factory=dict_row)
-    extras = cursor.execute(read_sql("source_extras.sql"), {"schemas": schemas}).fetchall()
     check_eligible(_listed(source_archive, env_source), extras, tables, schemas)
     check_expression_code(snapshot, schemas)
-    return source_archive, extras
+    return source_archive
 
 
 def _open_scratch(settings: Settings, coordinator: Coordinator) -> tuple[Connection, str | None]:
