@@ -107,11 +107,9 @@ def make_plan(
 ) -> Plan:
     """Plan the copy; NotEligible (nothing changed) for a source it cannot stage.
 
-    Steps that do not wait for each other run at once: the scratch database is
-    made ready while the source's schema is dumped and checked (the clean-up
-    drops it again if the source is not eligible), and the snapshot is read
-    while the scratch database restores and dumps.
-    """
+    The scratch database is made ready while the source's schema is dumped and
+    checked (the clean-up drops it if the source is not eligible), and the
+    snapshot is read while the scratch database restores and dumps."""
     staged = staging_names(schemas, coordinator.conn.info.backend_pid)
     versions = (snapshot.info.server_version, coordinator.conn.info.server_version)
     cursor = snapshot.cursor(row_factory=dict_row)
@@ -140,9 +138,7 @@ def make_plan(
         coordinator.drop_scratch_soon()
         sequences, source_listed = reads.result()
     tasks, remainder = build_tasks(tables, staging.post_data, staging.catalog, staged)
-    encoding = copy_encoding(
-        snapshot.info.parameter_status("server_encoding") or "", coordinator.encoding
-    )
+    encoding = snapshot.info.parameter_status("server_encoding") or ""
     if settings.validation is not ValidationLevel.OFF:
         tasks += check_tasks(tables)
     return Plan(
@@ -153,7 +149,7 @@ def make_plan(
         remainder,
         sequences,
         _matviews_to_refresh(staging, extras, staged),
-        encoding,
+        copy_encoding(encoding, coordinator.encoding),
         coordinator.encoding,
         *versions,
         validation=settings.validation,
