@@ -12,6 +12,7 @@ from elt.parallel.commands import (
     copy_out_argv,
     copy_session_options,
     entry_sql_argv,
+    restore_env,
     schema_dump_argv,
     schema_restore_argv,
 )
@@ -191,3 +192,10 @@ SESSION_BASE = (
 )
 def test_copy_session_options(version: int, destination: bool, expected: str) -> None:
     assert copy_session_options(version, destination=destination) == expected
+
+
+def test_restores_before_the_swap_commit_without_waiting_for_the_disk() -> None:
+    env = restore_env(DESTINATION, 7)
+    assert env["PGOPTIONS"] == "-c synchronous_commit=off"
+    assert env["PGPASSWORD"] == SECRET  # the environment, never the argv
+    assert env["PGCONNECT_TIMEOUT"] == "7"

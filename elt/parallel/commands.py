@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from elt.config import DatabaseSettings
-from elt.processes import LIST_FILE, connection_args
+from elt.processes import LIST_FILE, child_env, connection_args
 from elt.replace import STAGING_PREFIX
 
 if TYPE_CHECKING:
@@ -55,6 +55,18 @@ def schema_dump_argv(
     for schema in schemas:
         argv += ["--schema", quote_ident(schema)]
     return argv
+
+
+def restore_env(db: DatabaseSettings, connect_timeout: int) -> dict[str, str]:
+    """child_env for a pg_restore into the destination server before the swap.
+
+    synchronous_commit=off: what it restores is thrown away (the scratch
+    database) or made durable by the swap's synchronous commit, which flushes
+    the WAL of every commit before it (docs/parallel-copy.md, "Durability").
+    """
+    env = child_env(db, connect_timeout)
+    env["PGOPTIONS"] = "-c synchronous_commit=off"
+    return env
 
 
 def schema_restore_argv(

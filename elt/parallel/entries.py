@@ -10,6 +10,7 @@ pg_restore prints that entry alone (tests/test_parallel_entries.py).
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from elt.config import Settings
 from elt.errors import LoadError
@@ -30,12 +31,17 @@ def printed_entries(
     could not be told apart with certainty is left out (its task then runs a
     pg_restore of its own, entry_sql)."""
     # A foreign key is printed without the `SET default_tablespace` the others
-    # share: each kind separately gets the preamble it has alone.
+    # share: each kind separately gets the preamble it has alone. The two
+    # pg_restore run at once.
+    groups = [
+        [e for e in entries if (e.kind == "FK CONSTRAINT") == foreign] for foreign in (False, True)
+    ]
+    groups = [group for group in groups if group]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="elt-print") as pool:
+        outputs = list(pool.map(lambda group: _print(archive, group, settings), groups))
     printed: dict[int, bytes] = {}
-    for foreign in (False, True):
-        group = [e for e in entries if (e.kind == "FK CONSTRAINT") == foreign]
-        if group:
-            printed |= split_printed(_print(archive, group, settings), [e.dump_id for e in group])
+    for group, out in zip(groups, outputs, strict=True):
+        printed |= split_printed(out, [e.dump_id for e in group])
     return printed
 
 

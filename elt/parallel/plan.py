@@ -3,13 +3,15 @@
 The source's schema is restored into the scratch database, its schemas are
 renamed to their staging names, and it is dumped again: pg_dump itself then
 writes every definition (defaults, views, constraints) for the staging names,
-and nothing is rewritten by the job. The scratch database is dropped at once.
+and nothing is rewritten by the job. The scratch database is dropped at once
+(in the background: the staging schemas' creation waits for the drop).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +24,11 @@ from elt.connect import Connection, connect
 from elt.errors import ConnectionFailed
 from elt.extract import copy_encoding
 from elt.parallel.commands import (
+    restore_env,
     schema_dump_argv,
     schema_restore_argv,
     staging_names,
 )
-from elt.parallel.entries import printed_entries
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task, build_tasks, check_tasks
 from elt.parallel.toc import (
@@ -72,7 +74,7 @@ class Plan:
     destination_figures: dict[str, TableFigures] = field(default_factory=dict)
     # staging schema -> the comment it takes at the swap (the source schema's)
     comments: dict[str, str | None] = field(default_factory=dict)
-    # build entries' SQL by dump ID, as pg_restore prints it (entries.py)
+    # build entries' SQL by dump ID, as pg_restore prints it (entries.py), from create_staging
     printed: dict[int, bytes] = field(default_factory=dict)
 
     def staged_ident(self, table: CopyTable) -> sql.Identifier:
@@ -103,28 +105,40 @@ def make_plan(
     schemas: list[str],
     tables: list[CopyTable],
 ) -> Plan:
-    """Plan the copy; NotEligible (nothing changed) for a source it cannot stage."""
-    env_source = child_env(settings.source, settings.connect_timeout_seconds)
-    # Only large tables' rows go through psql: a missing psql fails every run
-    # here, as a missing pg_dump does, not only a run that has a large table.
-    run_in_memory(["psql", "--version"], child_env(None, settings.connect_timeout_seconds), b"")
-    source_archive = run_in_memory(
-        schema_dump_argv(settings.source, snapshot_id, []), env_source, b""
-    )
+    """Plan the copy; NotEligible (nothing changed) for a source it cannot stage.
+
+    The scratch database is made ready while the source's schema is dumped and
+    checked (the clean-up drops it if the source is not eligible), and the
+    snapshot is read while the scratch database restores and dumps."""
+    staged = staging_names(schemas, coordinator.conn.info.backend_pid)
+    versions = (snapshot.info.server_version, coordinator.conn.info.server_version)
     cursor = snapshot.cursor(row_factory=dict_row)
     extras = cursor.execute(read_sql("source_extras.sql"), {"schemas": schemas}).fetchall()
-    check_eligible(_listed(source_archive, env_source), extras, tables, schemas)
-    check_expression_code(snapshot, schemas)
-    staged = staging_names(schemas, coordinator.conn.info.backend_pid)
-    staging = _staging_schema(settings, coordinator, source_archive, staged)
-
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="elt-plan") as pool:
+        source_archive, conn, unwritten = _source_and_scratch(
+            settings,
+            pool,
+            coordinator,
+            snapshot=snapshot,
+            snapshot_id=snapshot_id,
+            schemas=schemas,
+            tables=tables,
+            extras=extras,
+        )
+        reads = pool.submit(_snapshot_reads, snapshot, extras, staged, schemas)
+        with conn:
+            staging = _staging_schema(
+                settings,
+                pool,
+                conn=conn,
+                unwritten=unwritten,
+                source_archive=source_archive,
+                staged=staged,
+            )
+        coordinator.drop_scratch_soon()
+        sequences, source_listed = reads.result()
     tasks, remainder = build_tasks(tables, staging.post_data, staging.catalog, staged)
-    matviews = _matviews_to_refresh(staging, extras, staged)
-    sequences = _sequence_values(snapshot, extras, staged)
-    encoding = copy_encoding(
-        snapshot.info.parameter_status("server_encoding") or "", coordinator.encoding
-    )
-    versions = (snapshot.info.server_version, coordinator.conn.info.server_version)
+    encoding = snapshot.info.parameter_status("server_encoding") or ""
     if settings.validation is not ValidationLevel.OFF:
         tasks += check_tasks(tables)
     return Plan(
@@ -134,48 +148,146 @@ def make_plan(
         tasks,
         remainder,
         sequences,
-        matviews,
-        encoding,
+        _matviews_to_refresh(staging, extras, staged),
+        copy_encoding(encoding, coordinator.encoding),
         coordinator.encoding,
         *versions,
         validation=settings.validation,
         record_hash=min(versions) >= RECORD_HASH_MIN_VERSION,
-        source_listed={(str(r[0]), str(r[1])): r for r in list_relations(snapshot, schemas)},
+        source_listed=source_listed,
         comments=staging.comments,
-        printed=printed_entries(
-            staging.archive, [t.entry for t in tasks if t.entry is not None], settings
-        ),
     )
 
 
-def _staging_schema(
-    settings: Settings, coordinator: Coordinator, source_archive: bytes, staged: dict[str, str]
-) -> StagingSchema:
-    """The source's schema under its staging names, by way of the scratch database."""
-    env = child_env(settings.destination, settings.connect_timeout_seconds)
+def _source_and_scratch(
+    settings: Settings,
+    pool: ThreadPoolExecutor,
+    coordinator: Coordinator,
+    *,
+    snapshot: Connection,
+    snapshot_id: str,
+    schemas: list[str],
+    tables: list[CopyTable],
+    extras: list[dict[str, Any]],
+) -> tuple[bytes, Connection, str | None]:
+    """The source's schema-only archive, checked (NotEligible), and a session in
+    a new scratch database with public's comment there (_mark_public)."""
+    # The scratch database is made ready meanwhile, unless the source has an
+    # extension or large objects ('E', 'L'): check_eligible refuses those, and
+    # the database would only be created to be dropped.
+    likely = not any(row["relkind"] in {"E", "L"} for row in extras)
+    scratch = pool.submit(_open_scratch, settings, coordinator) if likely else None
+    try:
+        source_archive = _checked_source(
+            settings,
+            pool,
+            snapshot=snapshot,
+            snapshot_id=snapshot_id,
+            schemas=schemas,
+            tables=tables,
+            extras=extras,
+        )
+        conn, unwritten = (
+            _open_scratch(settings, coordinator) if scratch is None else scratch.result()
+        )
+    except BaseException:
+        if scratch is not None:
+            _abandon(scratch)
+        raise
+    return source_archive, conn, unwritten
+
+
+def _checked_source(
+    settings: Settings,
+    pool: ThreadPoolExecutor,
+    *,
+    snapshot: Connection,
+    snapshot_id: str,
+    schemas: list[str],
+    tables: list[CopyTable],
+    extras: list[dict[str, Any]],
+) -> bytes:
+    """The source's schema-only archive; NotEligible for a source the staging
+    design cannot copy."""
+    env_source = child_env(settings.source, settings.connect_timeout_seconds)
+    # Only large tables' rows go through psql: a missing psql fails every run
+    # here, as a missing pg_dump does, not only a run that has a large table.
+    psql = pool.submit(
+        run_in_memory, ["psql", "--version"], child_env(None, settings.connect_timeout_seconds), b""
+    )
+    try:
+        source_archive = run_in_memory(
+            schema_dump_argv(settings.source, snapshot_id, []), env_source, b""
+        )
+    except Exception:
+        psql.result()  # a missing psql is reported first, as when it ran first
+        raise
+    psql.result()
+    check_eligible(_listed(source_archive, env_source), extras, tables, schemas)
+    check_expression_code(snapshot, schemas)
+    return source_archive
+
+
+def _open_scratch(settings: Settings, coordinator: Coordinator) -> tuple[Connection, str | None]:
+    """A new scratch database and a session in it; public's comment there (_mark_public)."""
     # A killed run's scratch database (replace.remove_leftovers has removed its
-    # staging schemas); only now: a source that is not eligible changes nothing.
+    # staging schemas) goes first.
     coordinator.drop_scratch()
     coordinator.create_scratch()
+    conn = _scratch_session(_scratch_settings(settings.destination, coordinator.scratch), settings)
     try:
-        scratch = _scratch_settings(settings.destination, coordinator.scratch)
-        conn = _scratch_session(scratch, settings)
-        with conn:
-            unwritten = _mark_public(conn)
-            restore = schema_restore_argv(
-                settings.destination, scratch.dbname, copy_ownership=settings.copy_ownership
-            )
-            run_in_memory(restore, env, source_archive)
-            comments = _rename_to_staging(conn, staged, unwritten)
-            archive = run_in_memory(
-                schema_dump_argv(scratch, None, list(staged.values())), env, b""
-            )
-            entries = _listed(archive, env)
-            post_ids = {e.dump_id for e in _listed(archive, env, "--section=post-data")}
-            post_data = [e for e in entries if e.dump_id in post_ids]
-            catalog = _staging_catalog(conn, entries, post_data)
-    finally:
-        coordinator.drop_scratch()
+        # Nothing written there needs to last: commits need not wait for the disk.
+        conn.execute(read_sql("synchronous_commit_off.sql"))
+        return conn, _mark_public(conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _abandon(scratch: Future[tuple[Connection, str | None]]) -> None:
+    """Wait for _open_scratch, no longer needed, and close its session; the
+    clean-up (staging.clean_up) drops the database."""
+    with contextlib.suppress(Exception):
+        scratch.result()[0].close()
+
+
+def _snapshot_reads(
+    snapshot: Connection,
+    extras: Sequence[Mapping[str, Any]],
+    staged: dict[str, str],
+    schemas: list[str],
+) -> tuple[list[tuple[str, str, int, bool]], dict[tuple[str, str], tuple[object, ...]]]:
+    """The sequences' values and validation_tables.sql's rows, in the snapshot."""
+    sequences = _sequence_values(snapshot, extras, staged)
+    return sequences, {(str(r[0]), str(r[1])): r for r in list_relations(snapshot, schemas)}
+
+
+def _staging_schema(
+    settings: Settings,
+    pool: ThreadPoolExecutor,
+    *,
+    conn: Connection,
+    unwritten: str | None,
+    source_archive: bytes,
+    staged: dict[str, str],
+) -> StagingSchema:
+    """The source's schema under its staging names, by way of the scratch database
+    (`conn`: a session there, `unwritten`: see _rename_to_staging)."""
+    env = child_env(settings.destination, settings.connect_timeout_seconds)
+    scratch = _scratch_settings(settings.destination, conn.info.dbname)
+    restore = schema_restore_argv(
+        settings.destination, scratch.dbname, copy_ownership=settings.copy_ownership
+    )
+    run_in_memory(
+        restore, restore_env(settings.destination, settings.connect_timeout_seconds), source_archive
+    )
+    comments = _rename_to_staging(conn, staged, unwritten)
+    archive = run_in_memory(schema_dump_argv(scratch, None, list(staged.values())), env, b"")
+    listed_post_data = pool.submit(_listed, archive, env, "--section=post-data")
+    entries = _listed(archive, env)
+    post_ids = {e.dump_id for e in listed_post_data.result()}
+    post_data = [e for e in entries if e.dump_id in post_ids]
+    catalog = _staging_catalog(conn, entries, post_data)
     return StagingSchema(archive, entries, post_data, catalog, comments)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 from psycopg import sql
@@ -20,10 +21,11 @@ from elt.config import Settings
 from elt.connect import Connection
 from elt.errors import LoadError, message_lines
 from elt.failures import busy_error, failed
-from elt.parallel.commands import schema_restore_argv, scratch_database_name
+from elt.parallel.commands import restore_env, schema_restore_argv, scratch_database_name
+from elt.parallel.entries import printed_entries
 from elt.parallel.plan import Plan
 from elt.parallel.toc import NotEligible
-from elt.processes import APPLICATION_NAME, child_env, run_in_memory
+from elt.processes import APPLICATION_NAME, run_in_memory
 from elt.replace import drop_marked
 from elt.sql import LOCK_KEY, read_sql
 from elt.validate import list_relations
@@ -53,6 +55,7 @@ class Coordinator:
         self.encoding = str(row["encoding"])
         self.collate, self.ctype = str(row["datcollate"]), str(row["datctype"])
         self.staging: list[str] = []
+        self._dropping: Future[None] | None = None
 
     def release(self) -> None:
         """Give the load's lock back, for a run that goes on with one stream
@@ -64,6 +67,19 @@ class Coordinator:
         self.conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.scratch))
         )
+
+    def drop_scratch_soon(self) -> None:
+        """drop_scratch in a thread, in this session: DROP DATABASE waits for a
+        checkpoint, which need not hold up the plan. scratch_dropped() waits for it."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elt-drop")
+        self._dropping = pool.submit(self.drop_scratch)
+        pool.shutdown(wait=False)  # the thread ends with the drop
+
+    def scratch_dropped(self) -> None:
+        """Wait for drop_scratch_soon's drop; raise its error."""
+        dropping, self._dropping = self._dropping, None
+        if dropping is not None:
+            dropping.result()
 
     def create_scratch(self) -> None:
         try:
@@ -85,22 +101,32 @@ class Coordinator:
 
 
 def create_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
-    """The staging schemas' pre-data, in one transaction; the real schemas are not touched."""
-    run_in_memory(
-        schema_restore_argv(
-            settings.destination,
-            settings.destination.dbname,
-            copy_ownership=settings.copy_ownership,
-            section="pre-data",
-        ),
-        child_env(settings.destination, settings.connect_timeout_seconds),
-        plan.archive,
-    )
-    unstaged = {v: k for k, v in plan.staged.items()}
-    plan.destination_listed = {
-        (unstaged[str(r[0])], str(r[1])): r
-        for r in list_relations(coordinator.conn, list(unstaged))
-    }
+    """The staging schemas' pre-data, in one transaction; the real schemas are not touched.
+
+    Meanwhile the build entries' SQL is printed (entries.printed_entries) and the
+    scratch database dropped (Coordinator.drop_scratch_soon).
+    """
+    built = [t.entry for t in plan.tasks if t.entry is not None]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="elt-print") as pool:
+        printing = pool.submit(printed_entries, plan.archive, built, settings)
+        run_in_memory(
+            schema_restore_argv(
+                settings.destination,
+                settings.destination.dbname,
+                copy_ownership=settings.copy_ownership,
+                section="pre-data",
+            ),
+            restore_env(settings.destination, settings.connect_timeout_seconds),
+            plan.archive,
+        )
+        unstaged = {v: k for k, v in plan.staged.items()}
+        # In the coordinator's session, which the scratch database's drop may still hold.
+        plan.destination_listed = {
+            (unstaged[str(r[0])], str(r[1])): r
+            for r in list_relations(coordinator.conn, list(unstaged))
+        }
+        coordinator.scratch_dropped()
+        plan.printed = printing.result()
 
 
 def finish_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> None:
@@ -113,7 +139,7 @@ def finish_staging(settings: Settings, coordinator: Coordinator, plan: Plan) -> 
                 copy_ownership=settings.copy_ownership,
                 use_list=True,
             ),
-            child_env(settings.destination, settings.connect_timeout_seconds),
+            restore_env(settings.destination, settings.connect_timeout_seconds),
             plan.archive,
             "".join(e.line + "\n" for e in plan.remainder),
         )
@@ -170,6 +196,9 @@ def swap(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
 
 def clean_up(coordinator: Coordinator, logger: logging.Logger) -> None:
     """Drop this run's staging schemas and scratch database, or say why not."""
+    # A drop still running holds the session; dropped or not, drop_scratch follows.
+    with contextlib.suppress(psycopg.Error):
+        coordinator.scratch_dropped()
     try:
         if coordinator.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             coordinator.conn.rollback()
