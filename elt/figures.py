@@ -1,0 +1,191 @@
+"""Both sides' validation figures for a run: what they are taken with, and when.
+
+The source's figures are taken in a thread of their own, in the snapshot's
+session, beside other work: after the one-stream copy they start as soon as
+pg_dump has exited, while psql still builds indexes and keys (the source is
+idle then); after the parallel copy, beside the destination's figures. The
+destination's figures are taken after the commit, in a session of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from types import TracebackType
+
+import psycopg
+
+from elt.config import Settings, ValidationLevel
+from elt.connect import Connection, connect
+from elt.errors import ConnectionFailed
+from elt.failures import figures_failed
+from elt.progress import CopyStats
+from elt.validate import (
+    RECORD_HASH_MIN_VERSION,
+    Figures,
+    TableFigures,
+    collect,
+    digest_encoding,
+    prepare_session,
+    sequence_values,
+)
+
+# How long stop() waits for the thread before it sends the cancel again: a cancel
+# that arrives between two queries is lost, and the next query must end too.
+CANCEL_AGAIN_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class BothFigures:
+    source: Figures
+    after: dict[str, int | None]  # the source's sequence values after the copy
+    destination: Figures
+
+
+@dataclass(frozen=True)
+class Measuring:
+    """What both sides' figures are taken with (the same on each side). `rowless`
+    tables (unlogged ones on a standby source) are measured on neither side."""
+
+    schemas: list[str]
+    level: ValidationLevel
+    record_hash: bool
+    convert_to: str | None
+    rowless: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        schemas: list[str],
+        level: ValidationLevel,
+        rowless: frozenset[str],
+        *,
+        source: Connection,
+        destination: Connection,
+    ) -> Measuring:
+        """Settled before the copy, from the run's sessions on both servers."""
+        versions = (source.info.server_version, destination.info.server_version)
+        encodings = [
+            c.info.parameter_status("server_encoding") or "" for c in (source, destination)
+        ]
+        return cls(
+            schemas,
+            level,
+            min(versions) >= RECORD_HASH_MIN_VERSION,
+            digest_encoding(*encodings),
+            rowless,
+        )
+
+    def figures(
+        self,
+        conn: Connection,
+        known: dict[str, TableFigures],
+        stop: threading.Event | None = None,
+        *,
+        source: bool,
+    ) -> Figures:
+        figures = collect(
+            conn,
+            self.schemas,
+            self.level,
+            stop,
+            record_hash=self.record_hash,
+            recompute_matviews=source,
+            skip=frozenset(known) | self.rowless,
+            convert_to=self.convert_to,
+        )
+        figures.tables.update(known)
+        return figures
+
+
+class SourceFigures:
+    """The source's figures and its sequences' values after the copy, taken in a
+    thread, in the snapshot's session.
+
+    From start() until that thread has ended, it is the session's only user:
+    other threads only cancel its query (cancel_safe is made for that).
+    Leaving the `with` block stops figures still being taken (a failed load, a
+    signal) and waits for the thread, so that the snapshot closes after it.
+    """
+
+    def __init__(self, conn: Connection, how: Measuring) -> None:
+        self._conn = conn
+        self._how = how
+        self._stop = threading.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="source-figures")
+        self._future: Future[tuple[Figures, dict[str, int | None]]] | None = None
+
+    def start(self, known: dict[str, TableFigures] | None = None) -> None:
+        """Start taking them, once (later calls do nothing); `known`: tables the
+        copy measured already."""
+        if self._future is None:
+            self._future = self._executor.submit(self._take, dict(known or {}))
+
+    def _take(self, known: dict[str, TableFigures]) -> tuple[Figures, dict[str, int | None]]:
+        figures = self._how.figures(self._conn, known, self._stop, source=True)
+        # Sequences are outside the snapshot: read once pg_dump has read them.
+        return figures, sequence_values(self._conn, self._how.schemas)
+
+    def result(self) -> tuple[Figures, dict[str, int | None]]:
+        """Wait for them (starting them first if need be); a failure is raised here."""
+        self.start()
+        assert self._future is not None
+        return self._future.result()
+
+    def stop(self) -> None:
+        """Stop figures still being taken, and wait for the thread to end."""
+        future = self._future
+        if future is not None and not future.done():
+            self._stop.set()  # no further table ...
+            while not future.done():
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.cancel_safe(timeout=5)  # ... and the running query ends now
+                wait([future], timeout=CANCEL_AGAIN_SECONDS)
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> SourceFigures:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def measure(
+    settings: Settings,
+    how: Measuring,
+    source_side: SourceFigures,
+    copied: CopyStats | None,
+) -> BothFigures:
+    """Both sides' figures, once the copy has committed.
+
+    After the one-stream copy, `source_side` has been at work since pg_dump's
+    exit (docs/performance.md: hashing the source while pg_dump streams it costs
+    more than it saves). The parallel copy measured its tables while it ran;
+    only the rest (materialized views, sequences, and anything it could not
+    vouch for) is measured here, the source's beside the destination's.
+    """
+    source_side.start(copied.source_figures if copied else None)
+    known_destination = copied.destination_figures if copied else {}
+    try:
+        destination = connect(settings.destination, settings)
+    except ConnectionFailed as exc:  # after the commit: the copy is there, but unproven
+        raise figures_failed("destination", exc, committed=True) from None
+    with destination:
+        try:
+            prepare_session(destination)
+            destination_figures = how.figures(destination, known_destination, source=False)
+            destination.rollback()  # read-only work; end the transaction before closing
+        except psycopg.Error as exc:
+            raise figures_failed("destination", exc, committed=True) from None
+    try:
+        source_figures, after = source_side.result()
+    except psycopg.Error as exc:
+        raise figures_failed("source", exc, committed=True) from None
+    return BothFigures(source_figures, after, destination_figures)
