@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +33,10 @@ from elt.validate import (
     sequence_values,
 )
 
+# Sessions that take the destination's figures after the commit: by then the
+# source's figures are mostly taken (after the one-stream copy), and one
+# session would leave a core idle.
+DESTINATION_SESSIONS = 2
 # How long stop() waits for the thread before it sends the cancel again: a cancel
 # that arrives between two queries is lost, and the next query must end too.
 CANCEL_AGAIN_SECONDS = 1.0
@@ -85,6 +90,7 @@ class Measuring:
         stop: threading.Event | None = None,
         *,
         source: bool,
+        claim: Callable[[str], bool] | None = None,
     ) -> Figures:
         figures = collect(
             conn,
@@ -95,6 +101,7 @@ class Measuring:
             recompute_matviews=source,
             skip=frozenset(known) | self.rowless,
             convert_to=self.convert_to,
+            claim=claim,
         )
         figures.tables.update(known)
         return figures
@@ -173,19 +180,79 @@ def measure(
     """
     source_side.start(copied.source_figures if copied else None)
     known_destination = copied.destination_figures if copied else {}
-    try:
-        destination = connect(settings.destination, settings)
-    except ConnectionFailed as exc:  # after the commit: the copy is there, but unproven
-        raise figures_failed("destination", exc, committed=True) from None
-    with destination:
-        try:
-            prepare_session(destination)
-            destination_figures = how.figures(destination, known_destination, source=False)
-            destination.rollback()  # read-only work; end the transaction before closing
-        except psycopg.Error as exc:
-            raise figures_failed("destination", exc, committed=True) from None
+    destination_figures = DestinationFigures(settings, how, known_destination).take()
     try:
         source_figures, after = source_side.result()
     except psycopg.Error as exc:
         raise figures_failed("source", exc, committed=True) from None
     return BothFigures(source_figures, after, destination_figures)
+
+
+class DestinationFigures:
+    """The destination's figures, taken after the commit by DESTINATION_SESSIONS
+    sessions at once, each claiming the next relation not yet claimed.
+
+    Only the first session is required (it logs in first): another one that
+    cannot log in (the role's connection limit, say) leaves its share to the others.
+    """
+
+    def __init__(self, settings: Settings, how: Measuring, known: dict[str, TableFigures]) -> None:
+        self._settings = settings
+        self._how = how
+        self._known = known
+        self._claimed: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sessions: list[Connection] = []
+
+    def take(self) -> Figures:
+        try:
+            first = connect(self._settings.destination, self._settings)
+        except ConnectionFailed as exc:  # after the commit: the copy is there, but unproven
+            raise figures_failed("destination", exc, committed=True) from None
+        self._sessions.append(first)
+        try:
+            parts = self._in_threads(first)
+        finally:
+            # Here, once every thread has ended: never under a thread's query or cancel.
+            for conn in self._sessions:
+                conn.close()
+        tables = {k: v for part in parts if part is not None for k, v in part.tables.items()}
+        assert parts[0] is not None
+        return Figures(tables, parts[0].sequences)
+
+    def _in_threads(self, first: Connection) -> list[Figures | None]:
+        with ThreadPoolExecutor(DESTINATION_SESSIONS, "destination-figures") as pool:
+            futures: list[Future[Figures | None]] = [pool.submit(self._measure, first)]
+            futures += [pool.submit(self._another) for _ in range(DESTINATION_SESSIONS - 1)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException as exc:
+                self._stop.set()  # no further table ...
+                for conn in list(self._sessions):
+                    with contextlib.suppress(psycopg.Error):
+                        conn.cancel_safe(timeout=5)  # ... and the running queries end now
+                if isinstance(exc, psycopg.Error):
+                    raise figures_failed("destination", exc, committed=True) from None
+                raise
+
+    def _claim(self, key: str) -> bool:
+        with self._lock:
+            if key in self._claimed:
+                return False
+            self._claimed.add(key)
+            return True
+
+    def _another(self) -> Figures | None:
+        try:
+            conn = connect(self._settings.destination, self._settings)
+        except ConnectionFailed:
+            return None  # the other sessions take its share
+        self._sessions.append(conn)  # take() closes it
+        return self._measure(conn)
+
+    def _measure(self, conn: Connection) -> Figures:
+        prepare_session(conn)
+        figures = self._how.figures(conn, self._known, self._stop, source=False, claim=self._claim)
+        conn.rollback()  # read-only work; end the transaction before closing
+        return figures
