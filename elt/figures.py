@@ -4,7 +4,7 @@ The source's figures are taken in a thread of their own, in the snapshot's
 session, beside other work: after the one-stream copy they start as soon as
 pg_dump has exited, while psql still builds indexes and keys (the source is
 idle then); after the parallel copy, beside the destination's figures. The
-destination's figures are taken after the commit, in a session of their own.
+destination's figures are taken after the commit, by two sessions at once.
 """
 
 from __future__ import annotations
