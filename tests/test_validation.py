@@ -402,10 +402,15 @@ def test_the_destination_figures_need_only_one_session(source_server: PgServer) 
     )
     try:
         source_server.execute(
-            "source_db", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO measurer"
+            "source_db",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO measurer;"
+            "GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO measurer",
         )
         env = Databases(source_server, source_server, destination_db="source_db").env(
-            DESTINATION_POSTGRES_USER="measurer", DESTINATION_POSTGRES_PASSWORD=MEASURER_PASSWORD
+            # Another host name for the same server: the settings refuse one database twice.
+            DESTINATION_POSTGRES_HOST="localhost",
+            DESTINATION_POSTGRES_USER="measurer",
+            DESTINATION_POSTGRES_PASSWORD=MEASURER_PASSWORD,
         )
         how = Measuring(["public"], ValidationLevel.FULL, True, None, frozenset())
 
