@@ -35,8 +35,11 @@ from elt.validate import (
 
 # Sessions that take the destination's figures after the commit: by then the
 # source's figures are mostly taken (after the one-stream copy), and one
-# session would leave a core idle.
+# session would leave a core idle. Below these sizes a second login costs
+# more than it saves.
 DESTINATION_SESSIONS = 2
+SPLIT_MIN_BYTES = 16_000_000
+SPLIT_MIN_TABLES = 200
 # How long stop() waits for the thread before it sends the cancel again: a cancel
 # that arrives between two queries is lost, and the next query must end too.
 CANCEL_AGAIN_SECONDS = 1.0
@@ -168,9 +171,9 @@ def measure(
     settings: Settings,
     how: Measuring,
     source_side: SourceFigures,
-    copied: CopyStats | None,
+    stats: CopyStats,
 ) -> BothFigures:
-    """Both sides' figures, once the copy has committed.
+    """Both sides' figures, once the copy (which moved `stats`) has committed.
 
     After the one-stream copy, `source_side` has been at work since pg_dump's
     exit (docs/performance.md: hashing the source while pg_dump streams it costs
@@ -178,9 +181,11 @@ def measure(
     only the rest (materialized views, sequences, and anything it could not
     vouch for) is measured here, the source's beside the destination's.
     """
-    source_side.start(copied.source_figures if copied else None)
-    known_destination = copied.destination_figures if copied else {}
-    destination_figures = DestinationFigures(settings, how, known_destination).take()
+    source_side.start(stats.source_figures)
+    known = stats.destination_figures  # empty after the one-stream copy
+    large = stats.bytes >= SPLIT_MIN_BYTES or stats.tables >= SPLIT_MIN_TABLES
+    sessions = DESTINATION_SESSIONS if large and not known else 1
+    destination_figures = DestinationFigures(settings, how, known, sessions).take()
     try:
         source_figures, after = source_side.result()
     except psycopg.Error as exc:
@@ -189,15 +194,22 @@ def measure(
 
 
 class DestinationFigures:
-    """The destination's figures, taken after the commit by DESTINATION_SESSIONS
-    sessions at once, each claiming the next relation not yet claimed.
+    """The destination's figures, taken after the commit by `sessions` sessions
+    at once, each claiming the next relation not yet claimed.
 
     Only the first session is required (it logs in first): another one that
     cannot log in (the role's connection limit, say) leaves its share to the others.
     """
 
-    def __init__(self, settings: Settings, how: Measuring, known: dict[str, TableFigures]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        how: Measuring,
+        known: dict[str, TableFigures],
+        sessions: int = DESTINATION_SESSIONS,
+    ) -> None:
         self._settings = settings
+        self._count = sessions
         self._how = how
         self._known = known
         self._claimed: set[str] = set()
@@ -222,9 +234,9 @@ class DestinationFigures:
         return Figures(tables, parts[0].sequences)
 
     def _in_threads(self, first: Connection) -> list[Figures | None]:
-        with ThreadPoolExecutor(DESTINATION_SESSIONS, "destination-figures") as pool:
+        with ThreadPoolExecutor(self._count, "destination-figures") as pool:
             futures: list[Future[Figures | None]] = [pool.submit(self._measure, first)]
-            futures += [pool.submit(self._another) for _ in range(DESTINATION_SESSIONS - 1)]
+            futures += [pool.submit(self._another) for _ in range(self._count - 1)]
             try:
                 return [f.result() for f in futures]
             except BaseException as exc:

@@ -88,8 +88,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                 return RunSummary(
                     source.schemas, stats.tables, stats.rows, seconds, path, stats.bytes
                 )
-            copied = stats if path == "parallel" else None
-            figures = measure(settings, how, source_side, copied)
+            figures = measure(settings, how, source_side, stats)
     checks = compare_tables(figures.source, figures.destination)
     bad_sequences = (
         compare_sequences(source.sequences_before, figures.after, figures.destination.sequences)

@@ -392,13 +392,17 @@ def test_jsonb_changes_that_its_hash_would_miss_are_seen(
 MEASURER_PASSWORD = "measurer pw ' for one session"
 
 
-def test_the_destination_figures_need_only_one_session(source_server: PgServer) -> None:
-    """The destination's figures are taken by two sessions at once (elt/figures.py); a
-    role that may open only one still gets every figure, the same as one session's."""
+@pytest.mark.parametrize("limit", [-1, 1], ids=["two sessions", "one session allowed"])
+def test_the_destination_figures_in_two_sessions_are_one_sessions(
+    source_server: PgServer, limit: int
+) -> None:
+    """The destination's figures are taken by two sessions at once (elt/figures.py),
+    each table by one of them; a role that may open only one session still gets
+    every figure. Either way, the same figures as one session's."""
     source_server.recreate_database("source_db", template=SEEDED_TEMPLATE)
     quoted = MEASURER_PASSWORD.replace("'", "''")
     source_server.execute(
-        "postgres", f"CREATE ROLE measurer LOGIN CONNECTION LIMIT 1 PASSWORD '{quoted}'"
+        "postgres", f"CREATE ROLE measurer LOGIN CONNECTION LIMIT {limit} PASSWORD '{quoted}'"
     )
     try:
         source_server.execute(
