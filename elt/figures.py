@@ -33,10 +33,13 @@ from elt.validate import (
     sequence_values,
 )
 
-# Sessions that take the destination's figures after the commit: by then the
-# source's figures are mostly taken (after the one-stream copy), and one
-# session would leave a core idle. Below these sizes a second login costs
-# more than it saves.
+# With this many tables the restore's tail is the destination's DDL, statement
+# after statement, and the source's figures beside it slowed it about as much
+# as they saved: they wait for the commit there (docs/performance.md).
+TAIL_MAX_TABLES = 200
+# Sessions that take the destination's figures after the commit, once the
+# source's are done: one session would leave a core idle. Below these sizes a
+# second login costs more than it saves.
 DESTINATION_SESSIONS = 2
 SPLIT_MIN_BYTES = 16_000_000
 SPLIT_MIN_TABLES = 200
@@ -138,6 +141,9 @@ class SourceFigures:
         # Sequences are outside the snapshot: read once pg_dump has read them.
         return figures, sequence_values(self._conn, self._how.schemas)
 
+    def done(self) -> bool:
+        return self._future is not None and self._future.done()
+
     def result(self) -> tuple[Figures, dict[str, int | None]]:
         """Wait for them (starting them first if need be); a failure is raised here."""
         self.start()
@@ -175,16 +181,17 @@ def measure(
 ) -> BothFigures:
     """Both sides' figures, once the copy (which moved `stats`) has committed.
 
-    After the one-stream copy, `source_side` has been at work since pg_dump's
-    exit (docs/performance.md: hashing the source while pg_dump streams it costs
-    more than it saves). The parallel copy measured its tables while it ran;
-    only the rest (materialized views, sequences, and anything it could not
-    vouch for) is measured here, the source's beside the destination's.
+    After the one-stream copy of fewer than TAIL_MAX_TABLES tables, `source_side`
+    has been at work since pg_dump's exit (docs/performance.md: hashing the
+    source while pg_dump streams it costs more than it saves). The parallel copy
+    measured its tables while it ran; only the rest (materialized views,
+    sequences, and anything it could not vouch for) is measured here, the
+    source's beside the destination's.
     """
-    source_side.start(stats.source_figures)
     known = stats.destination_figures  # empty after the one-stream copy
     large = stats.bytes >= SPLIT_MIN_BYTES or stats.tables >= SPLIT_MIN_TABLES
-    sessions = DESTINATION_SESSIONS if large and not known else 1
+    sessions = DESTINATION_SESSIONS if large and not known and source_side.done() else 1
+    source_side.start(stats.source_figures)
     destination_figures = DestinationFigures(settings, how, known, sessions).take()
     try:
         source_figures, after = source_side.result()

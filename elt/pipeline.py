@@ -27,7 +27,7 @@ from elt.connect import Connection, connect, log_connected, wait_for_postgres
 from elt.errors import ExtractError, LoadError
 from elt.extract import SourceSnapshot, check_pg_dump_version, copy_encoding
 from elt.failures import busy_error, encoding_error, failed, source_failed
-from elt.figures import Measuring, SourceFigures, measure
+from elt.figures import TAIL_MAX_TABLES, Measuring, SourceFigures, measure
 from elt.progress import CopyStats
 from elt.sql import LOCK_KEY, read_sql
 from elt.validate import (
@@ -215,10 +215,16 @@ def _copy(
             table_sizes=table_sizes,
             encoding=None if dump_encoding == encodings[0] else dump_encoding,
             recreated=source.recreated,
-            after_dump=None if settings.validation is ValidationLevel.OFF else source_side.start,
+            after_dump=source_side.start if _during_tail(settings, table_sizes) else None,
         )
     except (ExtractError, LoadError) as exc:
         raise encoding_error(exc, *encodings) or exc from None
+
+
+def _during_tail(settings: Settings, table_sizes: dict[str, int]) -> bool:
+    """Whether the source's figures start at pg_dump's exit, beside the restore's tail."""
+    on = settings.validation is not ValidationLevel.OFF
+    return on and len(table_sizes) < TAIL_MAX_TABLES
 
 
 def _copy_in_parallel(
