@@ -1,7 +1,7 @@
 """The run itself: wait, snapshot, copy, validate. Callable without the CLI.
 
     run: login -> read the source (snapshot) -> take the run's lock
-         -> copy (parallel.copy, or stream_copy.copy) -> validate
+         -> copy (parallel.copy, or stream_copy.copy) -> validate (figures.py)
 
 Every failure is raised as an EltError subclass (errors.py), classified by
 failures.py the same way on both paths; leaving any block early (error or
@@ -14,10 +14,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -25,21 +23,17 @@ from psycopg.rows import dict_row
 
 from elt import limits, replace, stream_copy
 from elt.config import Settings, ValidationLevel
-from elt.connect import Connection, connect, wait_and_login
-from elt.errors import ConnectionFailed, ExtractError, LoadError
+from elt.connect import Connection, wait_and_login
+from elt.errors import ExtractError, LoadError
 from elt.extract import SourceSnapshot, check_pg_dump_version, copy_encoding
-from elt.failures import busy_error, encoding_error, failed, figures_failed, source_failed
+from elt.failures import busy_error, encoding_error, failed, source_failed
+from elt.figures import TAIL_MAX_TABLES, Measuring, SourceFigures, measure
 from elt.progress import CopyStats
 from elt.sql import LOCK_KEY, read_sql
 from elt.startup import HeadStart
 from elt.validate import (
-    RECORD_HASH_MIN_VERSION,
-    Figures,
-    TableFigures,
-    collect,
     compare_sequences,
     compare_tables,
-    digest_encoding,
     list_tables,
     prepare_session,
     report,
@@ -84,13 +78,21 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         # Before any copying, on both paths (each load checks again at its swap).
         replace.remove_leftovers(session, logger)
         replace.check_dependents(session, source.schemas, source.recreated, logger)
-        path, stats = _copy(settings, snapshot, source, session, logger)
-        if level is ValidationLevel.OFF:
-            logger.info("Validation skipped", extra={"validation_level": level.value})
-            seconds = time.monotonic() - started
-            return RunSummary(source.schemas, stats.tables, stats.rows, seconds, path, stats.bytes)
-        copied = stats if path == "parallel" else None
-        figures = _measure(settings, snapshot, source, level, copied)
+        how = Measuring.of(
+            source.schemas, level, source.rowless, source=snapshot.conn, destination=session
+        )
+        # Stops the source's figures, if still being taken, before the snapshot closes.
+        with SourceFigures(snapshot.conn, how) as source_side:
+            path, stats = _copy(
+                settings, snapshot, source, session, logger, source_side=source_side
+            )
+            if level is ValidationLevel.OFF:
+                logger.info("Validation skipped", extra={"validation_level": level.value})
+                seconds = time.monotonic() - started
+                return RunSummary(
+                    source.schemas, stats.tables, stats.rows, seconds, path, stats.bytes
+                )
+            figures = measure(settings, how, source_side, stats)
     checks = compare_tables(figures.source, figures.destination)
     bad_sequences = (
         compare_sequences(source.sequences_before, figures.after, figures.destination.sequences)
@@ -165,8 +167,12 @@ def _copy(
     source: SourceView,
     session: Connection,
     logger: logging.Logger,
+    *,
+    source_side: SourceFigures,
 ) -> tuple[str, CopyStats]:
-    """The copy path taken ("parallel" or "streamed") and what it copied."""
+    """The copy path taken ("parallel" or "streamed") and what it copied.
+
+    The one-stream copy starts `source_side` as soon as pg_dump has exited."""
     check_locks = functools.partial(_check_destination_locks, session, source, logger)
     encodings = (_server_encoding(snapshot.conn), _server_encoding(session))
     table_sizes = _source_sizes(snapshot, source.schemas)
@@ -192,9 +198,16 @@ def _copy(
             table_sizes=table_sizes,
             encoding=None if dump_encoding == encodings[0] else dump_encoding,
             recreated=source.recreated,
+            after_dump=source_side.start if _during_tail(settings, table_sizes) else None,
         )
     except (ExtractError, LoadError) as exc:
         raise encoding_error(exc, *encodings) or exc from None
+
+
+def _during_tail(settings: Settings, table_sizes: dict[str, int]) -> bool:
+    """Whether the source's figures start at pg_dump's exit, beside the restore's tail."""
+    on = settings.validation is not ValidationLevel.OFF
+    return on and len(table_sizes) < TAIL_MAX_TABLES
 
 
 def _copy_in_parallel(
@@ -312,101 +325,3 @@ def _source_sizes(snapshot: SourceSnapshot, schemas: list[str]) -> dict[str, int
     except psycopg.Error as exc:
         raise source_failed("its table sizes", exc) from None
     return {str(r["table_name"]): max(int(str(r["bytes"])), 0) for r in rows}
-
-
-# --- validation -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BothFigures:
-    source: Figures
-    after: dict[str, int | None]  # the source's sequence values after the copy
-    destination: Figures
-
-
-@dataclass(frozen=True)
-class _Measuring:
-    """What both sides' figures are taken with (the same on each side)."""
-
-    schemas: list[str]
-    level: ValidationLevel
-    record_hash: bool
-    convert_to: str | None
-
-    def figures(
-        self,
-        conn: Connection,
-        known: dict[str, TableFigures],
-        skip: frozenset[str],
-        stop: threading.Event | None = None,
-        *,
-        source: bool,
-    ) -> Figures:
-        figures = collect(
-            conn,
-            self.schemas,
-            self.level,
-            stop,
-            record_hash=self.record_hash,
-            recompute_matviews=source,
-            skip=frozenset(known) | skip,
-            convert_to=self.convert_to,
-        )
-        figures.tables.update(known)
-        return figures
-
-
-def _measure(
-    settings: Settings,
-    snapshot: SourceSnapshot,
-    source: SourceView,
-    level: ValidationLevel,
-    copied: CopyStats | None,
-) -> BothFigures:
-    """Both sides' figures, computed at once: the source in its snapshot, in a thread.
-
-    After the streamed copy, everything is measured here (docs/performance.md:
-    hashing the source while pg_dump streams it costs more than it saves). The
-    parallel copy measured its tables while it ran; only the rest (materialized
-    views, sequences, and anything it could not vouch for) is measured here.
-    `rowless` tables (unlogged ones on a standby source) are measured on neither side.
-    """
-    known_source = copied.source_figures if copied else {}
-    known_destination = copied.destination_figures if copied else {}
-    stop = threading.Event()
-    try:
-        destination = connect(settings.destination, settings)
-    except ConnectionFailed as exc:  # after the commit: the copy is there, but unproven
-        raise figures_failed("destination", exc, committed=True) from None
-    versions = (snapshot.conn.info.server_version, destination.info.server_version)
-    encodings = (_server_encoding(snapshot.conn), _server_encoding(destination))
-    how = _Measuring(
-        source.schemas, level, min(versions) >= RECORD_HASH_MIN_VERSION, digest_encoding(*encodings)
-    )
-
-    def source_side() -> tuple[Figures, dict[str, int | None]]:
-        figures = how.figures(snapshot.conn, known_source, source.rowless, stop, source=True)
-        return figures, sequence_values(snapshot.conn, source.schemas)
-
-    with destination, ThreadPoolExecutor(1) as executor:
-        source_future = executor.submit(source_side)
-        try:
-            try:
-                prepare_session(destination)
-                destination_figures = how.figures(
-                    destination, known_destination, source.rowless, source=False
-                )
-                destination.rollback()  # read-only work; end the transaction before closing
-            except psycopg.Error as exc:
-                raise figures_failed("destination", exc, committed=True) from None
-            try:
-                source_figures, after = source_future.result()
-            except psycopg.Error as exc:
-                raise figures_failed("source", exc, committed=True) from None
-        except BaseException:
-            if not source_future.done():
-                stop.set()  # no further table ...
-                with contextlib.suppress(psycopg.Error):
-                    snapshot.conn.cancel_safe()  # ... and the running query ends now
-            raise
-    return BothFigures(source_figures, after, destination_figures)

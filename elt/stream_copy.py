@@ -62,6 +62,7 @@ def copy(
     table_sizes: dict[str, int],
     encoding: str | None = None,
     recreated: list[str] | None = None,
+    after_dump: Callable[[], None] | None = None,
 ) -> CopyStats:
     """Stream the snapshot into the destination in one transaction.
 
@@ -69,6 +70,8 @@ def copy(
     progress estimate only; `encoding` is the dump's client encoding, when
     not the source's (extract.copy_encoding). `recreated`: the source's
     database-wide objects that depend on its schemas (replace.database_wide_dependents).
+    `after_dump` is called once pg_dump has exited successfully, while psql
+    may still be building indexes and keys; it must return at once.
     """
     progress = Progress(
         logger, len(table_sizes), sum(table_sizes.values()), settings.progress_seconds
@@ -88,6 +91,8 @@ def copy(
                 "Data extraction completed successfully",
                 extra={"duration_seconds": round(result.seconds, 3)},
             )
+            if after_dump is not None:
+                after_dump()
 
     logger.info(
         "Starting data extraction from source database",

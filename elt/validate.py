@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -212,6 +212,7 @@ def collect(
     recompute_matviews: bool = False,
     skip: frozenset[str] = frozenset(),
     convert_to: str | None = None,
+    claim: Callable[[str], bool] | None = None,
 ) -> Figures:
     """Compute one side's figures. The caller has run prepare_session() on `conn`.
 
@@ -222,11 +223,15 @@ def collect(
     Relations whose key is in `skip` were measured already (the parallel copy
     measures tables while it runs), or have no rows to compare, and are left
     out. `convert_to`: see digest_encoding; pass the same value on both sides.
+    With `claim`, several sessions measure one side together: each measures the
+    relations `claim(key)` gives it (True once per key), the others leave them.
     """
     tables: dict[str, TableFigures] = {}
     for listed in list_relations(conn, schemas):
         key = table_key(listed.schema, listed.name)
         if key in skip:
+            continue
+        if claim is not None and not claim(key):
             continue
         if stop is not None and stop.is_set():
             raise Stopped

@@ -13,7 +13,8 @@ test acts when pg_stat_activity shows the job waiting there.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,88 @@ def source_figures_fail(dbs: Databases, tmp_path: Path) -> EltRun:
     return run_elt(dbs.env())
 
 
+# Late in the load on either path (the keys of film_actors come after every
+# table's rows; the parallel copy's in a staging schema), the load waits for
+# an advisory lock the test holds on the destination.
+HOLD_LOAD = """
+CREATE SCHEMA guard;
+CREATE FUNCTION guard.hold() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
+               WHERE object_identity LIKE '%.film_actors') THEN
+        PERFORM pg_advisory_lock(4242);
+        PERFORM pg_advisory_unlock(4242);
+    END IF;
+END $$;
+CREATE EVENT TRIGGER hold_load ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION guard.hold();
+"""
+RELEASE_HOLD = "DROP EVENT TRIGGER hold_load; DROP SCHEMA guard CASCADE"
+# A materialized view whose query waits for an advisory lock the test holds on
+# the source: the source's figures wait there (the destination's REFRESH takes
+# the destination's own lock, which is free).
+GATED_MATVIEW = """
+CREATE FUNCTION public.gate() RETURNS integer LANGUAGE sql VOLATILE
+    AS $$ SELECT 1 FROM (SELECT pg_catalog.pg_advisory_lock_shared(4343)) AS held $$;
+CREATE MATERIALIZED VIEW public.gated AS SELECT public.gate() AS x;
+"""
+
+
+@contextmanager
+def load_held(dbs: Databases) -> Iterator[Callable[[], None]]:
+    """The load stops before its commit until the block ends, or until the
+    function it gives is called (on both paths)."""
+    dbs.destination.execute("destination_db", HOLD_LOAD)
+    holder = dbs.destination.connect("destination_db")
+    try:
+        holder.execute("SELECT pg_advisory_lock(4242)")
+        yield holder.close
+    finally:
+        holder.close()
+        dbs.destination.execute("destination_db", RELEASE_HOLD)
+
+
+def load_is_held(dbs: Databases) -> bool:
+    return elt_sessions(dbs.destination, "wait_event = 'advisory'") == 1
+
+
+def source_figures_fail_before_the_commit(dbs: Databases, tmp_path: Path) -> EltRun:
+    """On the streamed path the source's figures start when pg_dump has exited, and
+    here fail while the load waits before its commit; the load commits all the same,
+    and the failure is told after it, as when the figures fail after the commit.
+    (The parallel path takes the materialized view's figures after its swap.)"""
+    dbs.source.execute("source_db", SOURCE_SESSION_ENDS_IN_VALIDATION)
+    env = dbs.env()
+    with load_held(dbs) as release:
+        job = start_job(env)
+        wait_until(lambda: load_is_held(dbs), "the load to wait before its commit")
+        if dbs.path == "streamed":
+            wait_until(lambda: elt_sessions(dbs.source) == 0, "the source's figures to fail")
+        release()
+        return finish(job, env)
+
+
+def load_fails_while_source_figures_run(dbs: Databases, tmp_path: Path) -> EltRun:
+    """The load fails while the source's figures wait (streamed path; the parallel
+    path has not started them then): the job stops them itself, with the source's
+    gate still held, and the load's failure is the one told."""
+    dbs.source.execute("source_db", GATED_MATVIEW)
+    env = dbs.env()
+    with dbs.source.connect("source_db") as gate, load_held(dbs):
+        gate.execute("SELECT pg_advisory_lock(4343)")
+        job = start_job(env)
+        wait_until(lambda: load_is_held(dbs), "the load to wait before its commit")
+        if dbs.path == "streamed":
+            at_gate = "wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            wait_until(lambda: elt_sessions(dbs.source, at_gate) == 1, "the figures at the gate")
+        dbs.destination.execute(
+            "postgres",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'elt_pipeline' AND wait_event = 'advisory'",
+        )
+        return finish(job, env)
+
+
 # --- the table ----------------------------------------------------------------
 
 
@@ -255,6 +338,25 @@ FAILURES = {
         stderr="terminating connection due to administrator command",
         loaded=True,
         side="source",
+    ),
+    "the source figures fail before the load commits": Failure(
+        source_figures_fail_before_the_commit,
+        6,
+        "Data validation failed",
+        r"^Validation could not be completed: the source figures could not be computed$",
+        stderr="terminating connection due to administrator command",
+        hint="^The copy was committed but is not proven",
+        loaded=True,
+        side="source",
+    ),
+    "the load fails while the source figures run": Failure(
+        load_fails_while_source_figures_run,
+        5,
+        "Data load failed",
+        DESTINATION,
+        stderr="terminating connection due to administrator command",
+        side="destination",
+        hint="^The connection to the destination was lost mid-run",
     ),
 }
 

@@ -186,6 +186,44 @@ def test_signal_mid_copy_stops_everything_and_rolls_back(
     rerun_succeeds(dbs)
 
 
+# On the one-stream path the source's figures start once pg_dump has exited,
+# while psql still loads: a signal then stops them as well as the children.
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [
+        pytest.param(signal.SIGTERM, 143, id="SIGTERM"),
+        pytest.param(signal.SIGINT, 130, id="SIGINT"),
+    ],
+)
+def test_signal_while_the_source_figures_run_stops_them_and_rolls_back(
+    dbs: Databases, signum: int, code: int
+) -> None:
+    dbs.path = "streamed"
+    loaded_then_changed(dbs)
+    dbs.source.execute("source_db", GATED_MATVIEW)
+    env = dbs.env()
+    with dbs.source.connect("source_db") as gate, load_held(dbs):
+        gate.execute("SELECT pg_advisory_lock(4242)")  # on the source
+        before = dbs.destination.fingerprint("destination_db")
+        job = start_job(env)
+        wait_until(lambda: load_is_waiting(dbs), "the load to reach the held point")
+        at_gate = "wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        wait_until(lambda: elt_sessions(dbs.source, at_gate) == 1, "the figures at the gate")
+        children = descendants(job.pid)
+        job.send_signal(signum)
+        # With the gate still held: the job must stop its source figures itself.
+        run = finish(job, env)
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists(), f"child {pid} outlived the job"
+        wait_until(lambda: elt_sessions(dbs.source) == 0, "the job's source sessions to end")
+    wait_until(lambda: elt_sessions(dbs.destination) == 0, "the job's destination session to end")
+
+    the_interruption(run, signum, code)
+    assert dbs.destination.fingerprint("destination_db") == before
+    dbs.destination.execute("destination_db", RELEASE_HOLD)
+    rerun_succeeds(dbs)
+
+
 # --- 4. two runs at once --------------------------------------------------
 
 
@@ -218,6 +256,11 @@ CREATE MATERIALIZED VIEW public.gated AS SELECT public.gate() AS x;
 """
 
 
+def has_gated(dbs: Databases) -> bool:
+    found = dbs.destination.query("destination_db", "SELECT to_regclass('public.gated')")
+    return found[0][0] is not None
+
+
 @pytest.mark.parametrize("path", ["streamed", "parallel"])
 def test_a_second_run_refuses_while_the_first_still_validates(dbs: Databases, path: str) -> None:
     dbs.path = path
@@ -232,6 +275,8 @@ def test_a_second_run_refuses_while_the_first_still_validates(dbs: Databases, pa
             ),
             "the first run's validation to wait at the gate",
         )
+        # The one-stream copy starts the source's figures before its commit: wait for that too.
+        wait_until(lambda: has_gated(dbs), "the first run's load to commit")
         loaded = dbs.destination.fingerprint("destination_db")
         # Without validation, the second run would not wait at the gate too.
         second = run_elt(dbs.env(ELT_VALIDATION="off"))

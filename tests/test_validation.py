@@ -13,8 +13,18 @@ import threading
 
 import pytest
 
-from conftest import REPO, SCRIPT, SEED_COUNTS, Databases, PgServer, both_paths, run_elt
-from elt.config import ValidationLevel
+from conftest import (
+    REPO,
+    SCRIPT,
+    SEED_COUNTS,
+    SEEDED_TEMPLATE,
+    Databases,
+    PgServer,
+    both_paths,
+    run_elt,
+)
+from elt.config import ValidationLevel, load_settings
+from elt.figures import DestinationFigures, Measuring
 from elt.validate import collect, prepare_session
 
 
@@ -377,3 +387,47 @@ def test_jsonb_changes_that_its_hash_would_miss_are_seen(
     before = _digests(source_server, "digest_jsonb")
     source_server.execute("digest_jsonb", f"UPDATE j SET doc = {new}")
     assert _digests(source_server, "digest_jsonb") != before
+
+
+MEASURER_PASSWORD = "measurer pw ' for one session"
+
+
+@pytest.mark.parametrize("limit", [-1, 1], ids=["two sessions", "one session allowed"])
+def test_the_destination_figures_in_two_sessions_are_one_sessions(
+    source_server: PgServer, limit: int
+) -> None:
+    """The destination's figures are taken by two sessions at once (elt/figures.py),
+    each table by one of them; a role that may open only one session still gets
+    every figure. Either way, the same figures as one session's."""
+    source_server.recreate_database("source_db", template=SEEDED_TEMPLATE)
+    quoted = MEASURER_PASSWORD.replace("'", "''")
+    source_server.execute(
+        "postgres", f"CREATE ROLE measurer LOGIN CONNECTION LIMIT {limit} PASSWORD '{quoted}'"
+    )
+    try:
+        source_server.execute(
+            "source_db",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO measurer;"
+            "GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO measurer",
+        )
+        env = Databases(source_server, source_server, destination_db="source_db").env(
+            # Another host name for the same server: the settings refuse one database twice.
+            DESTINATION_POSTGRES_HOST="localhost",
+            DESTINATION_POSTGRES_USER="measurer",
+            DESTINATION_POSTGRES_PASSWORD=MEASURER_PASSWORD,
+        )
+        how = Measuring(["public"], ValidationLevel.FULL, True, None, frozenset())
+
+        figures = DestinationFigures(load_settings(env), how, {}).take()
+
+        with source_server.connect("source_db", autocommit=False) as conn:
+            prepare_session(conn)
+            alone = collect(conn, ["public"], ValidationLevel.FULL, record_hash=True)
+        assert len(figures.tables) == len(SEED_COUNTS)
+        assert {k: (f.rows, f.digest) for k, f in figures.tables.items()} == {
+            k: (f.rows, f.digest) for k, f in alone.tables.items()
+        }
+        assert figures.sequences == alone.sequences
+    finally:
+        source_server.execute("source_db", "DROP OWNED BY measurer")
+        source_server.execute("postgres", "DROP ROLE measurer")
