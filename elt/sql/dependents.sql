@@ -58,6 +58,10 @@ dependents AS (
     CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) AS dep
     CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) AS ref
     WHERE d.deptype IN ('n', 'a')
+      -- Before pg_identify_object, which is most of the query's cost: objects in
+      -- the copied schemas have OIDs from FirstNormalObjectId (16384) on, even
+      -- after OID wraparound (GetNewOidWithIndex); only their schemas may not.
+      AND (d.refobjid >= 16384 OR d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass)
       -- an extension's own objects go with it: the extension is named instead
       AND NOT EXISTS (
           SELECT 1 FROM pg_catalog.pg_depend AS e
