@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 # ruamel.yaml is not a dependency of its own: it comes with check-jsonschema
@@ -466,6 +467,53 @@ CREATE EVENT TRIGGER refuse_keys ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
 """
 RELEASE_REFUSAL = "DROP EVENT TRIGGER refuse_keys; DROP SCHEMA guard CASCADE"
 REFUSAL = "injected failure in the keys of film_actors"
+
+# A load that stops halfway, inside its transaction, on either path: the same
+# event trigger waits at film_actors' keys for an advisory lock the test holds
+# on the destination (test_faults, test_failures).
+HOLD_LOAD = """
+CREATE SCHEMA guard;
+CREATE FUNCTION guard.hold() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
+               WHERE object_identity LIKE '%.film_actors') THEN
+        PERFORM pg_advisory_lock(4242);
+        PERFORM pg_advisory_unlock(4242);
+    END IF;
+END $$;
+CREATE EVENT TRIGGER hold_load ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION guard.hold();
+"""
+RELEASE_HOLD = "DROP EVENT TRIGGER hold_load; DROP SCHEMA guard CASCADE"
+
+
+@contextlib.contextmanager
+def load_held(dbs: Databases) -> Iterator[psycopg.Connection[Any]]:
+    """Make the next load stop halfway until the context ends (or the session it
+    gives is closed). The trigger stays: the caller drops it with RELEASE_HOLD."""
+    dbs.destination.execute("destination_db", HOLD_LOAD)
+    holder = dbs.destination.connect("destination_db")
+    try:
+        holder.execute("SELECT pg_advisory_lock(4242)")
+        yield holder
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            holder.close()  # releases the lock (or the server is already gone)
+
+
+def load_is_waiting(dbs: Databases) -> bool:
+    return elt_sessions(dbs.destination, "wait_event = 'advisory'") == 1
+
+
+def gated_matview(key: int) -> str:
+    """A materialized view whose query waits for the advisory lock `key` (taken
+    shared): held by the test on the source, it stops the source's figures there;
+    the destination's REFRESH takes the destination's own lock, which is free."""
+    return f"""
+CREATE FUNCTION public.gate() RETURNS integer LANGUAGE sql VOLATILE
+    AS $$ SELECT 1 FROM (SELECT pg_catalog.pg_advisory_lock_shared({key})) AS held $$;
+CREATE MATERIALIZED VIEW public.gated AS SELECT public.gate() AS x;
+"""
 
 
 def the_interruption(run: EltRun, signum: int, code: int) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import (
     REFUSE_FILM_ACTORS_KEYS,
+    RELEASE_HOLD,
     SEEDED_TEMPLATE,
     Databases,
     EltRun,
@@ -30,6 +31,9 @@ from conftest import (
     both_paths,
     elt_sessions,
     finish,
+    gated_matview,
+    load_held,
+    load_is_waiting,
     run_elt,
     start_job,
     the_error,
@@ -173,49 +177,18 @@ def source_figures_fail(dbs: Databases, tmp_path: Path) -> EltRun:
     return run_elt(dbs.env())
 
 
-# Late in the load on either path (the keys of film_actors come after every
-# table's rows; the parallel copy's in a staging schema), the load waits for
-# an advisory lock the test holds on the destination.
-HOLD_LOAD = """
-CREATE SCHEMA guard;
-CREATE FUNCTION guard.hold() RETURNS event_trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
-               WHERE object_identity LIKE '%.film_actors') THEN
-        PERFORM pg_advisory_lock(4242);
-        PERFORM pg_advisory_unlock(4242);
-    END IF;
-END $$;
-CREATE EVENT TRIGGER hold_load ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION guard.hold();
-"""
-RELEASE_HOLD = "DROP EVENT TRIGGER hold_load; DROP SCHEMA guard CASCADE"
-# A materialized view whose query waits for an advisory lock the test holds on
-# the source: the source's figures wait there (the destination's REFRESH takes
-# the destination's own lock, which is free).
-GATED_MATVIEW = """
-CREATE FUNCTION public.gate() RETURNS integer LANGUAGE sql VOLATILE
-    AS $$ SELECT 1 FROM (SELECT pg_catalog.pg_advisory_lock_shared(4343)) AS held $$;
-CREATE MATERIALIZED VIEW public.gated AS SELECT public.gate() AS x;
-"""
+GATED_MATVIEW = gated_matview(4343)
 
 
 @contextmanager
-def load_held(dbs: Databases) -> Iterator[Callable[[], None]]:
-    """The load stops before its commit until the block ends, or until the
-    function it gives is called (on both paths)."""
-    dbs.destination.execute("destination_db", HOLD_LOAD)
-    holder = dbs.destination.connect("destination_db")
+def load_held_then_released(dbs: Databases) -> Iterator[Callable[[], None]]:
+    """The load stops before its commit (conftest.load_held) until the block ends,
+    or until the function it gives is called; then the hold's trigger is dropped."""
     try:
-        holder.execute("SELECT pg_advisory_lock(4242)")
-        yield holder.close
+        with load_held(dbs) as holder:
+            yield holder.close
     finally:
-        holder.close()
         dbs.destination.execute("destination_db", RELEASE_HOLD)
-
-
-def load_is_held(dbs: Databases) -> bool:
-    return elt_sessions(dbs.destination, "wait_event = 'advisory'") == 1
 
 
 def source_figures_fail_before_the_commit(dbs: Databases, tmp_path: Path) -> EltRun:
@@ -225,9 +198,9 @@ def source_figures_fail_before_the_commit(dbs: Databases, tmp_path: Path) -> Elt
     (The parallel path takes the materialized view's figures after its swap.)"""
     dbs.source.execute("source_db", SOURCE_SESSION_ENDS_IN_VALIDATION)
     env = dbs.env()
-    with load_held(dbs) as release:
+    with load_held_then_released(dbs) as release:
         job = start_job(env)
-        wait_until(lambda: load_is_held(dbs), "the load to wait before its commit")
+        wait_until(lambda: load_is_waiting(dbs), "the load to wait before its commit")
         if dbs.path == "streamed":
             wait_until(lambda: elt_sessions(dbs.source) == 0, "the source's figures to fail")
         release()
@@ -240,10 +213,10 @@ def load_fails_while_source_figures_run(dbs: Databases, tmp_path: Path) -> EltRu
     gate still held, and the load's failure is the one told."""
     dbs.source.execute("source_db", GATED_MATVIEW)
     env = dbs.env()
-    with dbs.source.connect("source_db") as gate, load_held(dbs):
+    with dbs.source.connect("source_db") as gate, load_held_then_released(dbs):
         gate.execute("SELECT pg_advisory_lock(4343)")
         job = start_job(env)
-        wait_until(lambda: load_is_held(dbs), "the load to wait before its commit")
+        wait_until(lambda: load_is_waiting(dbs), "the load to wait before its commit")
         if dbs.path == "streamed":
             at_gate = "wait_event_type = 'Lock' AND wait_event = 'advisory'"
             wait_until(lambda: elt_sessions(dbs.source, at_gate) == 1, "the figures at the gate")

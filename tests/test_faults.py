@@ -25,11 +25,15 @@ import psycopg
 import pytest
 
 from conftest import (
+    RELEASE_HOLD,
     SEED_COUNTS,
     Databases,
     descendants,
     elt_sessions,
     finish,
+    gated_matview,
+    load_held,
+    load_is_waiting,
     loaded_then_changed,
     rerun_succeeds,
     run_elt,
@@ -38,39 +42,6 @@ from conftest import (
     the_interruption,
     wait_until,
 )
-
-HOLD_LOAD = """
-CREATE SCHEMA guard;
-CREATE FUNCTION guard.hold() RETURNS event_trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- Late in the load (constraints come after all the data), wait for the test.
-    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands()
-               WHERE object_identity = 'public.film_actors') THEN
-        PERFORM pg_advisory_lock(4242);
-        PERFORM pg_advisory_unlock(4242);
-    END IF;
-END $$;
-CREATE EVENT TRIGGER hold_load ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION guard.hold();
-"""
-RELEASE_HOLD = "DROP EVENT TRIGGER hold_load; DROP SCHEMA guard CASCADE"
-
-
-@contextmanager
-def load_held(dbs: Databases) -> Iterator[psycopg.Connection[Any]]:
-    """Make the next load stop halfway, inside its transaction, until the context ends."""
-    dbs.destination.execute("destination_db", HOLD_LOAD)
-    holder = dbs.destination.connect("destination_db")
-    holder.execute("SELECT pg_advisory_lock(4242)")
-    try:
-        yield holder
-    finally:
-        with suppress(psycopg.Error):
-            holder.close()  # releases the lock (or the server is already gone)
-
-
-def load_is_waiting(dbs: Databases) -> bool:
-    return elt_sessions(dbs.destination, "wait_event = 'advisory'") == 1
 
 
 @contextmanager
@@ -249,11 +220,7 @@ def test_a_second_concurrent_run_refuses_and_the_first_completes(dbs: Databases)
 # on the source: validation runs that query in the snapshot after the load, so
 # the first run is held there (the destination's REFRESH runs the same function
 # against the destination's own, free, lock).
-GATED_MATVIEW = """
-CREATE FUNCTION public.gate() RETURNS integer LANGUAGE sql VOLATILE
-    AS $$ SELECT 1 FROM (SELECT pg_catalog.pg_advisory_lock_shared(4242)) AS held $$;
-CREATE MATERIALIZED VIEW public.gated AS SELECT public.gate() AS x;
-"""
+GATED_MATVIEW = gated_matview(4242)
 
 
 def has_gated(dbs: Databases) -> bool:
