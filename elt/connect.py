@@ -80,6 +80,11 @@ def fetch_all[Row](
         return cursor.execute(query, params).fetchall()
 
 
+def server_encoding(conn: Connection) -> str:
+    """The server's encoding (sent at login), or "" if it did not say."""
+    return conn.info.parameter_status("server_encoding") or ""
+
+
 def fetch_one[Row](
     conn: Connection, query: str | sql.Composed, rows: RowFactory[Row], params: Params | None = None
 ) -> Row:

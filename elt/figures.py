@@ -19,7 +19,7 @@ from types import TracebackType
 import psycopg
 
 from elt.config import Settings, ValidationLevel
-from elt.connect import Connection, connect
+from elt.connect import Connection, connect, server_encoding
 from elt.errors import ConnectionFailed
 from elt.failures import figures_failed
 from elt.progress import CopyStats
@@ -78,9 +78,7 @@ class Measuring:
     ) -> Measuring:
         """Settled before the copy, from the run's sessions on both servers."""
         versions = (source.info.server_version, destination.info.server_version)
-        encodings = [
-            c.info.parameter_status("server_encoding") or "" for c in (source, destination)
-        ]
+        encodings = (server_encoding(source), server_encoding(destination))
         return cls(
             schemas,
             level,

@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from elt import limits, replace, stream_copy
 from elt.config import Settings, ValidationLevel
-from elt.connect import Connection, wait_and_login
+from elt.connect import Connection, server_encoding, wait_and_login
 from elt.errors import ExtractError, LoadError
 from elt.extract import SourceSnapshot, check_pg_dump_version, copy_encoding
 from elt.failures import busy_error, encoding_error, failed, source_failed
@@ -174,7 +174,7 @@ def _copy(
 
     The one-stream copy starts `source_side` as soon as pg_dump has exited."""
     check_locks = functools.partial(_check_destination_locks, session, source, logger)
-    encodings = (_server_encoding(snapshot.conn), _server_encoding(session))
+    encodings = (server_encoding(snapshot.conn), server_encoding(session))
     table_sizes = _source_sizes(snapshot, source.schemas)
     try:
         copied = _copy_in_parallel(
@@ -283,10 +283,6 @@ def _parallel_pays_off(
         return True
     logger.info("Parallel copy not used", extra={"reason": reason})
     return False
-
-
-def _server_encoding(conn: Connection) -> str:
-    return conn.info.parameter_status("server_encoding") or ""
 
 
 def _rowless_tables(

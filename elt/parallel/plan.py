@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from elt.config import DatabaseSettings, Settings, ValidationLevel
-from elt.connect import Connection, connect
+from elt.connect import Connection, connect, server_encoding
 from elt.errors import ConnectionFailed
 from elt.extract import copy_encoding
 from elt.parallel.commands import (
@@ -138,7 +138,7 @@ def make_plan(
         coordinator.drop_scratch_soon()
         sequences, source_listed = reads.result()
     tasks, remainder = build_tasks(tables, staging.post_data, staging.catalog, staged)
-    encoding = snapshot.info.parameter_status("server_encoding") or ""
+    encoding = server_encoding(snapshot)
     if settings.validation is not ValidationLevel.OFF:
         tasks += check_tasks(tables)
     return Plan(
