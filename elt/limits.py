@@ -4,8 +4,8 @@ Locks. A transaction keeps every lock it takes until it ends, and all the
 server's sessions share one lock table: max_locks_per_transaction locks per
 server process and prepared transaction (elt/sql/lock_table.sql). pg_dump
 locks every table it dumps at once; a load in one transaction locks every
-relation it creates or drops. The job counts those locks first (a lower
-bound, elt/sql/lock_needs.sql). Up to the table's size it goes ahead. Beyond
+object it creates or drops. The job counts those locks first
+(elt/sql/lock_needs.sql). Up to the table's size it goes ahead. Beyond
 it, PostgreSQL may still find room in spare shared memory, so the job tries:
 it takes that many advisory locks for a moment (elt/sql/lock_probe.sql). With
 room, it goes ahead with a WARNING; without, it refuses before copying
@@ -75,7 +75,14 @@ class Relations:
 
 
 def count_relations(conn: Connection, schemas: list[str]) -> Relations:
-    return fetch_one(conn, read_sql("lock_needs.sql"), class_row(Relations), {"schemas": schemas})
+    # In a savepoint rolled back at once: the locks the query takes on a dozen
+    # catalogs would otherwise stay with the source snapshot until it ends.
+    with conn.transaction() as savepoint:
+        relations = fetch_one(
+            conn, read_sql("lock_needs.sql"), class_row(Relations), {"schemas": schemas}
+        )
+        raise psycopg.Rollback(savepoint)
+    return relations
 
 
 def has_room(conn: Connection, locks: int) -> bool:

@@ -335,12 +335,18 @@ def start_tool(
 
 
 def run_in_memory(
-    argv: list[str], env: dict[str, str], stdin: bytes, listing: str | None = None
+    argv: list[str],
+    env: dict[str, str],
+    stdin: bytes,
+    listing: str | None = None,
+    *,
+    side: str | None = None,
 ) -> bytes:
     """Run one tool on in-memory input and return its stdout; nothing touches the disk.
 
     `listing`, a TOC list for pg_restore --use-list, goes through a pipe whose
-    /dev/fd path replaces LIST_FILE in argv. Raises ToolFailed with the stderr tail.
+    /dev/fd path replaces LIST_FILE in argv. Raises ToolFailed with the stderr tail,
+    and `side` where the caller knows which server the tool worked on.
     """
     read_fd = write_fd = -1
     if listing is not None:
@@ -383,7 +389,7 @@ def run_in_memory(
                 os.close(fd)
     if proc.returncode != 0:
         lines = err.decode("utf-8", "replace").splitlines()[-STDERR_TAIL_LINES:]
-        raise ToolFailed(argv[0], proc.returncode, lines)
+        raise ToolFailed(argv[0], proc.returncode, lines, side=side)
     return out
 
 

@@ -76,6 +76,24 @@ def without(tool: str) -> Callable[[Databases, Path], EltRun]:
     return run
 
 
+def pg_dump_fails_on_the_snapshot(dbs: Databases, tmp_path: Path) -> EltRun:
+    """pg_dump exits with an error whenever it reads the source's snapshot: the
+    whole dump on the streamed path, the schema dump of planning on the parallel one."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in TOOLS:
+        (tools / name).symlink_to(dbs.source.bindir / name)
+    (tools / "pg_dump").unlink()
+    (tools / "pg_dump").write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in --snapshot=*)\n'
+        '    echo "pg_dump: error: injected failure on the source" >&2; exit 1;; esac; done\n'
+        f'exec "{dbs.source.bindir / "pg_dump"}" "$@"\n'
+    )
+    (tools / "pg_dump").chmod(0o755)
+    return run_elt(dbs.env(PATH=str(tools)))
+
+
 def source_refuses_a_table(dbs: Databases, tmp_path: Path) -> EltRun:
     """SOURCE_POSTGRES_USER may read every table but `users`. Validation off:
     with it on, the job's own snapshot locks every table first, on both paths."""
@@ -268,6 +286,15 @@ FAILURES = {
         "Data extraction failed",
         SOURCE,
         stderr="permission denied for table users",
+        side="source",
+    ),
+    "pg_dump fails on the source": Failure(
+        pg_dump_fails_on_the_snapshot,
+        4,
+        "Data extraction failed",
+        SOURCE,
+        tool="pg_dump",
+        stderr="injected failure on the source",
         side="source",
     ),
     "the source session ends mid-run": Failure(

@@ -217,7 +217,7 @@ def _checked_source(
     )
     try:
         source_archive = run_in_memory(
-            schema_dump_argv(settings.source, snapshot_id, []), env_source, b""
+            schema_dump_argv(settings.source, snapshot_id, []), env_source, b"", side="source"
         )
     except Exception:
         psql.result()  # a missing psql is reported first, as when it ran first
