@@ -24,7 +24,7 @@ from conftest import REPO, SCRIPT, EltRun, run_elt
 from elt.config import DatabaseSettings, Settings
 from elt.errors import ConnectionFailed, SettingsError
 from elt.startup import StartedTool, pg_isready_argv, wait_for_postgres
-from pgserver import coverage_env
+from pgserver import PgServer, coverage_env
 
 
 def test_a_run_that_streams_never_imports_the_parallel_copy() -> None:
@@ -108,6 +108,22 @@ def test_the_wait_spends_its_budget_with_the_first_attempt_started_early(
         f"The source database at 127.0.0.1:{closed_port} did not accept connections "
         "after 3 attempt(s): no response"
     )
+
+
+@pytest.mark.usefixtures("tools_on_path")
+def test_the_wait_asks_without_logging_in(source_server: PgServer) -> None:
+    # pg_isready gets no password: the server's request for one is its answer.
+    # Given one (here a wrong one), it would log in, and the server would log
+    # the failed authentication of this role.
+    role = "elt_isready_probe"
+    db = DatabaseSettings("source", "127.0.0.1", source_server.port, "postgres", role, "wrong")
+    logged_before = source_server.logfile.stat().st_size
+
+    assert wait_for_postgres(db, Settings(db, db, wait_retries=1), logging.getLogger()) == 1
+
+    with source_server.logfile.open("rb") as log:
+        log.seek(logged_before)
+        assert role.encode() not in log.read()
 
 
 def run_against_closed_ports(bindir: Path, source_port: int, destination_port: int) -> EltRun:
