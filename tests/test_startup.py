@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SCRIPT, EltRun, run_elt
+from conftest import REPO, SCRIPT, EltRun, run_elt, wait_until
 from elt.config import DatabaseSettings, Settings
 from elt.errors import ConnectionFailed, SettingsError
+from elt.processes import Pipeline, Stage
 from elt.startup import StartedTool, pg_isready_argv, wait_for_postgres
 from pgserver import PgServer, coverage_env
 
@@ -184,3 +185,34 @@ def test_the_exit_code_survives_the_exit_without_teardown() -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert '"exit_code": 2' in proc.stdout.splitlines()[-1]
     assert proc.stderr == ""
+
+
+def test_a_held_stage_starts_only_at_start_rest_and_gets_all_its_input(tmp_path: Path) -> None:
+    # The one-stream copy starts pg_dump and pg_restore ahead of psql
+    # (stream_copy.StreamCopy): the held stage's input waits in a pipe.
+    received = tmp_path / "received"
+    stages = [
+        Stage("first", ["sh", "-c", "printf 'all of it'"], os.environ),
+        Stage("held", ["sh", "-c", f"cat > {received}"], os.environ),
+    ]
+    with Pipeline(stages, held=1) as pipeline:
+        assert not received.exists()
+        pipeline.start_rest()
+        results = pipeline.wait()
+    assert [(r.name, r.returncode) for r in results] == [("first", 0), ("held", 0)]
+    assert received.read_text() == "all of it"
+
+
+def test_leaving_before_start_rest_stops_the_started_and_never_starts_the_held(
+    tmp_path: Path,
+) -> None:
+    pid_file, marker = tmp_path / "pid", tmp_path / "marker"
+    stages = [
+        Stage("first", ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 600"], os.environ),
+        Stage("held", ["sh", "-c", f"touch {marker}"], os.environ),
+    ]
+    with Pipeline(stages, held=1):
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the pid")
+        pid = int(pid_file.read_text())
+    assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+    assert not marker.exists()
