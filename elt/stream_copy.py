@@ -90,6 +90,7 @@ class StreamCopy:
             recreated=recreated or [],
             observe=CopyScanner(self._progress, table_sizes).feed,
         )
+        # Entered here, so that pg_dump and pg_restore start now; psql is held.
         self._pipeline = Pipeline(pipeline_stages, held=1).__enter__()
 
     def load(self, after_dump: Callable[[], None] | None = None) -> CopyStats:
