@@ -1,7 +1,7 @@
 """The run itself: wait, snapshot, copy, validate. Callable without the CLI.
 
     run: login -> read the source (snapshot) -> take the run's lock
-         -> copy (parallel.copy, or stream_copy.copy) -> validate (figures.py)
+         -> copy (parallel.copy, or stream_copy.StreamCopy) -> validate (figures.py)
 
 Every failure is raised as an EltError subclass (errors.py), classified by
 failures.py the same way on both paths; leaving any block early (error or
@@ -74,6 +74,13 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         snapshot = hold.enter_context(SourceSnapshot.open(settings, source_session))
         check_pg_dump_version(snapshot.conn.info.server_version, head.pg_dump_version())
         source = _read_source(snapshot, level, logger)
+        table_sizes = _source_sizes(snapshot, source.schemas)
+        # The one-stream path's dump reads the source while the destination is checked.
+        ahead = _stream_ahead(
+            settings, snapshot, source, session, table_sizes=table_sizes, logger=logger
+        )
+        if ahead is not None:
+            hold.enter_context(ahead)
         _hold_run_lock(session)
         # Before any copying, on both paths (each load checks again at its swap).
         replace.remove_leftovers(session, logger)
@@ -84,7 +91,14 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         # Stops the source's figures, if still being taken, before the snapshot closes.
         with SourceFigures(snapshot.conn, how) as source_side:
             path, stats = _copy(
-                settings, snapshot, source, session, logger, source_side=source_side
+                settings,
+                snapshot,
+                source,
+                session,
+                logger,
+                source_side=source_side,
+                table_sizes=table_sizes,
+                ahead=ahead,
             )
             if level is ValidationLevel.OFF:
                 logger.info("Validation skipped", extra={"validation_level": level.value})
@@ -169,39 +183,74 @@ def _copy(
     logger: logging.Logger,
     *,
     source_side: SourceFigures,
+    table_sizes: dict[str, int],
+    ahead: stream_copy.StreamCopy | None,
 ) -> tuple[str, CopyStats]:
     """The copy path taken ("parallel" or "streamed") and what it copied.
 
-    The one-stream copy starts `source_side` as soon as pg_dump has exited."""
+    `ahead`: the one-stream copy, its dump started (_stream_ahead); None: the
+    parallel copy is tried first. The one-stream copy starts `source_side` as
+    soon as pg_dump has exited."""
     check_locks = functools.partial(_check_destination_locks, session, source, logger)
     encodings = (server_encoding(snapshot.conn), server_encoding(session))
-    table_sizes = _source_sizes(snapshot, source.schemas)
+    after_dump = source_side.start if _during_tail(settings, table_sizes) else None
     try:
-        copied = _copy_in_parallel(
-            settings,
-            snapshot,
-            source,
-            logger,
-            session,
-            check_locks=check_locks,
-            table_count=len(table_sizes),
-        )
-        if copied is not None:
-            return "parallel", copied
+        if ahead is None:
+            copied = _copy_in_parallel(
+                settings, snapshot, source, logger, session, check_locks=check_locks
+            )
+            if copied is not None:
+                return "parallel", copied
         check_locks(parallel=False)
-        dump_encoding = copy_encoding(*encodings)
-        return "streamed", stream_copy.copy(
-            settings,
-            source.schemas,
-            snapshot.snapshot_id,
-            logger,
-            table_sizes=table_sizes,
-            encoding=None if dump_encoding == encodings[0] else dump_encoding,
-            recreated=source.recreated,
-            after_dump=source_side.start if _during_tail(settings, table_sizes) else None,
+        if ahead is not None:
+            return "streamed", ahead.load(after_dump)
+        late = _one_stream(
+            settings, snapshot, source, session, table_sizes=table_sizes, logger=logger
         )
+        with late:
+            return "streamed", late.load(after_dump)
     except (ExtractError, LoadError) as exc:
         raise encoding_error(exc, *encodings) or exc from None
+
+
+def _stream_ahead(
+    settings: Settings,
+    snapshot: SourceSnapshot,
+    source: SourceView,
+    session: Connection,
+    *,
+    table_sizes: dict[str, int],
+    logger: logging.Logger,
+) -> stream_copy.StreamCopy | None:
+    """The one-stream copy with its dump started, when the parallel copy will not
+    be tried (ELT_JOBS=1, or it would not pay off); None otherwise."""
+    if settings.jobs >= 2 and _parallel_pays_off(settings, snapshot, len(table_sizes), logger):
+        return None
+    return _one_stream(settings, snapshot, source, session, table_sizes=table_sizes, logger=logger)
+
+
+def _one_stream(
+    settings: Settings,
+    snapshot: SourceSnapshot,
+    source: SourceView,
+    session: Connection,
+    *,
+    table_sizes: dict[str, int],
+    logger: logging.Logger,
+) -> stream_copy.StreamCopy:
+    """The one-stream copy, its dump started: nothing reaches the destination
+    before its load() (stream_copy.StreamCopy)."""
+    source_encoding = server_encoding(snapshot.conn)
+    dump_encoding = copy_encoding(source_encoding, server_encoding(session))
+    return stream_copy.StreamCopy(
+        settings,
+        source.schemas,
+        snapshot.snapshot_id,
+        logger,
+        table_sizes=table_sizes,
+        encoding=None if dump_encoding == source_encoding else dump_encoding,
+        recreated=source.recreated,
+    )
 
 
 def _during_tail(settings: Settings, table_sizes: dict[str, int]) -> bool:
@@ -218,14 +267,12 @@ def _copy_in_parallel(
     session: Connection,
     *,
     check_locks: Callable[..., None],
-    table_count: int,
 ) -> CopyStats | None:
-    """The parallel copy when it pays off and the source allows it; None: stream instead.
+    """The parallel copy, when the source allows it (_stream_ahead found that it
+    pays off); None: stream instead.
 
     `check_locks(parallel=True)` refuses a destination whose lock table is too
     small for it, before anything is staged."""
-    if settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, table_count, logger):
-        return None
     # Imported only here: a run that streams (every small one) never loads it.
     from elt import parallel  # noqa: PLC0415
 

@@ -202,27 +202,38 @@ class Pipeline:
     TERMINATE_GRACE_SECONDS = 5.0
     POLL_SECONDS = 0.05
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage], *, held: int = 0) -> None:
+        """`held`: the last stages that wait for start_rest(), their input in a pipe."""
         self.stages = list(stages)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._tails: list[OutputTail] = []
         self._relays: list[threading.Thread] = []
         self._started = 0.0
+        self._held = held
+        self._upstream: IO[bytes] | None = None  # the output of the last stage started
 
     def __enter__(self) -> Pipeline:
         # __exit__ does not run when __enter__ raises: stop what did start here,
         # or a half-started pipeline could go on (and even commit) on its own.
+        self._started = time.monotonic()
+        self._start_until(len(self.stages) - self._held)
+        return self
+
+    def start_rest(self) -> None:
+        """Start the stages held back (see __init__)."""
+        self._start_until(len(self.stages))
+
+    def _start_until(self, end: int) -> None:
         try:
-            self._start()
+            self._start_stages(end)
         except BaseException:
             self.terminate()
             raise
-        return self
 
-    def _start(self) -> None:
-        self._started = time.monotonic()
-        upstream: IO[bytes] | None = None
-        for index, stage in enumerate(self.stages):
+    def _start_stages(self, end: int) -> None:
+        upstream, self._upstream = self._upstream, None
+        for index in range(len(self._procs), end):
+            stage = self.stages[index]
             last = index == len(self.stages) - 1
             relay_from, stdin = None, upstream
             if stage.observe is not None and upstream is not None:
@@ -259,12 +270,14 @@ class Pipeline:
             tail.start()
             self._procs.append(proc)
             self._tails.append(tail)
+        self._upstream = upstream
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()
 
     def wait(self, on_exit: Callable[[StageResult], None] | None = None) -> list[StageResult]:
         """Wait for every stage; on the first failure, stop the rest. Returns results in order."""
+        assert len(self._procs) == len(self.stages), "start_rest() first"
         results: dict[int, StageResult] = {}
         while len(results) < len(self._procs):
             for index, proc in enumerate(self._procs):
@@ -304,6 +317,9 @@ class Pipeline:
                 proc.wait()
         for relay in self._relays:  # both its ends are gone now: it ends at once
             relay.join()
+        if self._upstream is not None:  # the output of stages whose reader never started
+            self._upstream.close()
+            self._upstream = None
 
 
 def _sleep_until_exit(procs: list[subprocess.Popen[bytes]], seconds: float) -> None:

@@ -34,6 +34,13 @@ def pg_isready_argv(db: DatabaseSettings, timeout_seconds: int) -> list[str]:
     return ["pg_isready", *connection_args(db), "-t", str(timeout_seconds)]
 
 
+def pg_isready_env(timeout_seconds: int) -> dict[str, str]:
+    """pg_isready's environment: without the password. A server that asks for
+    one has answered; given one, pg_isready logs in for nothing (a SCRAM
+    exchange and a backend's start, on the run's critical path)."""
+    return child_env(None, timeout_seconds)
+
+
 def pg_dump_version_argv() -> list[str]:
     return ["pg_dump", "--version"]
 
@@ -97,7 +104,7 @@ def wait_for_postgres(
     result = None
     for attempt in range(1, max_retries + 1):
         if attempt > 1 or first is None:
-            first = StartedTool(pg_isready_argv(db, timeout), child_env(db, timeout))
+            first = StartedTool(pg_isready_argv(db, timeout), pg_isready_env(timeout))
         try:
             result, _ = first.finish()
         finally:
@@ -147,7 +154,7 @@ class HeadStart:
         self._tools: list[StartedTool] = []
         try:
             self.ready = {
-                db.role: self._start(pg_isready_argv(db, timeout), child_env(db, timeout))
+                db.role: self._start(pg_isready_argv(db, timeout), pg_isready_env(timeout))
                 for db in (settings.source, settings.destination)
             }
             self._pg_dump = self._start(pg_dump_version_argv(), child_env(None, timeout))

@@ -53,61 +53,82 @@ def stages(
     ]
 
 
-def copy(
-    settings: Settings,
-    schemas: list[str],
-    snapshot_id: str,
-    logger: logging.Logger,
-    *,
-    table_sizes: dict[str, int],
-    encoding: str | None = None,
-    recreated: list[str] | None = None,
-    after_dump: Callable[[], None] | None = None,
-) -> CopyStats:
-    """Stream the snapshot into the destination in one transaction.
+class StreamCopy:
+    """Stream the snapshot into the destination in one transaction, the dump
+    started ahead of the load: pg_dump and pg_restore start here and read the
+    source only; psql, the only stage that touches the destination, starts at
+    load(). Meanwhile the restore script waits in a pipe. Leaving the block
+    stops whatever still runs.
 
     `table_sizes` ("schema.table": bytes on the source's disk) is for the
     progress estimate only; `encoding` is the dump's client encoding, when
     not the source's (extract.copy_encoding). `recreated`: the source's
     database-wide objects that depend on its schemas (replace.database_wide_dependents).
-    `after_dump` is called once pg_dump has exited successfully, while psql
-    may still be building indexes and keys; it must return at once.
     """
-    progress = Progress(
-        logger, len(table_sizes), sum(table_sizes.values()), settings.progress_seconds
-    )
-    pipeline_stages = stages(
-        settings,
-        schemas,
-        snapshot_id,
-        encoding=encoding,
-        recreated=recreated or [],
-        observe=CopyScanner(progress, table_sizes).feed,
-    )
 
-    def on_exit(result: StageResult) -> None:
-        if result.name == "pg_dump" and result.ok:
-            logger.info(
-                "Data extraction completed successfully",
-                extra={"duration_seconds": round(result.seconds, 3)},
-            )
-            if after_dump is not None:
-                after_dump()
+    def __init__(
+        self,
+        settings: Settings,
+        schemas: list[str],
+        snapshot_id: str,
+        logger: logging.Logger,
+        *,
+        table_sizes: dict[str, int],
+        encoding: str | None = None,
+        recreated: list[str] | None = None,
+    ) -> None:
+        self._logger = logger
+        self._schemas, self._snapshot_id = schemas, snapshot_id
+        self._progress = Progress(
+            logger, len(table_sizes), sum(table_sizes.values()), settings.progress_seconds
+        )
+        pipeline_stages = stages(
+            settings,
+            schemas,
+            snapshot_id,
+            encoding=encoding,
+            recreated=recreated or [],
+            observe=CopyScanner(self._progress, table_sizes).feed,
+        )
+        # Entered here, so that pg_dump and pg_restore start now; psql is held.
+        self._pipeline = Pipeline(pipeline_stages, held=1).__enter__()
 
-    logger.info(
-        "Starting data extraction from source database",
-        extra={"schemas": schemas, "snapshot": snapshot_id},
-    )
-    progress.start()
-    try:
-        with Pipeline(pipeline_stages) as pipeline:
-            results = pipeline.wait(on_exit)
-    finally:
-        progress.stop()
-    failure = stream_failure(results)
-    if failure is not None:
-        raise failure
-    return _finished(results, progress, logger)
+    def load(self, after_dump: Callable[[], None] | None = None) -> CopyStats:
+        """Start psql and wait for all three. `after_dump` is called once pg_dump
+        has exited successfully, while psql may still be building indexes and
+        keys; it must return at once."""
+        logger = self._logger
+
+        def on_exit(result: StageResult) -> None:
+            if result.name == "pg_dump" and result.ok:
+                logger.info(
+                    "Data extraction completed successfully",
+                    extra={"duration_seconds": round(result.seconds, 3)},
+                )
+                if after_dump is not None:
+                    after_dump()
+
+        logger.info(
+            "Starting data extraction from source database",
+            extra={"schemas": self._schemas, "snapshot": self._snapshot_id},
+        )
+        self._progress.start()
+        try:
+            self._pipeline.start_rest()
+            results = self._pipeline.wait(on_exit)
+        finally:
+            self._progress.stop()
+            self._pipeline.terminate()
+        failure = stream_failure(results)
+        if failure is not None:
+            raise failure
+        return _finished(results, self._progress, logger)
+
+    def __enter__(self) -> StreamCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pipeline.terminate()
 
 
 def _finished(results: list[StageResult], progress: Progress, logger: logging.Logger) -> CopyStats:

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SCRIPT, EltRun, run_elt
+from conftest import REPO, SCRIPT, EltRun, run_elt, wait_until
 from elt.config import DatabaseSettings, Settings
 from elt.errors import ConnectionFailed, SettingsError
+from elt.processes import Pipeline, Stage
 from elt.startup import StartedTool, pg_isready_argv, wait_for_postgres
-from pgserver import coverage_env
+from pgserver import PgServer, coverage_env
 
 
 def test_a_run_that_streams_never_imports_the_parallel_copy() -> None:
@@ -110,6 +111,22 @@ def test_the_wait_spends_its_budget_with_the_first_attempt_started_early(
     )
 
 
+@pytest.mark.usefixtures("tools_on_path")
+def test_the_wait_asks_without_logging_in(source_server: PgServer) -> None:
+    # pg_isready gets no password: the server's request for one is its answer.
+    # Given one (here a wrong one), it would log in, and the server would log
+    # the failed authentication of this role.
+    role = "elt_isready_probe"
+    db = DatabaseSettings("source", "127.0.0.1", source_server.port, "postgres", role, "wrong")
+    logged_before = source_server.logfile.stat().st_size
+
+    assert wait_for_postgres(db, Settings(db, db, wait_retries=1), logging.getLogger()) == 1
+
+    with source_server.logfile.open("rb") as log:
+        log.seek(logged_before)
+        assert role.encode() not in log.read()
+
+
 def run_against_closed_ports(bindir: Path, source_port: int, destination_port: int) -> EltRun:
     return run_elt(
         {
@@ -168,3 +185,34 @@ def test_the_exit_code_survives_the_exit_without_teardown() -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert '"exit_code": 2' in proc.stdout.splitlines()[-1]
     assert proc.stderr == ""
+
+
+def test_a_held_stage_starts_only_at_start_rest_and_gets_all_its_input(tmp_path: Path) -> None:
+    # The one-stream copy starts pg_dump and pg_restore ahead of psql
+    # (stream_copy.StreamCopy): the held stage's input waits in a pipe.
+    received = tmp_path / "received"
+    stages = [
+        Stage("first", ["sh", "-c", "printf 'all of it'"], os.environ),
+        Stage("held", ["sh", "-c", f"cat > {received}"], os.environ),
+    ]
+    with Pipeline(stages, held=1) as pipeline:
+        assert not received.exists()
+        pipeline.start_rest()
+        results = pipeline.wait()
+    assert [(r.name, r.returncode) for r in results] == [("first", 0), ("held", 0)]
+    assert received.read_text() == "all of it"
+
+
+def test_leaving_before_start_rest_stops_the_started_and_never_starts_the_held(
+    tmp_path: Path,
+) -> None:
+    pid_file, marker = tmp_path / "pid", tmp_path / "marker"
+    stages = [
+        Stage("first", ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 600"], os.environ),
+        Stage("held", ["sh", "-c", f"touch {marker}"], os.environ),
+    ]
+    with Pipeline(stages, held=1):
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the pid")
+        pid = int(pid_file.read_text())
+    assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+    assert not marker.exists()
