@@ -45,8 +45,12 @@ def copy(
     started = time.monotonic()
     coordinator = Coordinator(session, logger)
     swapped = False
+    early: EarlySourceFigures | None = None
     try:
         settings = sized_settings(settings, snapshot, coordinator.conn, logger)
+        early = _start_early_figures(
+            settings, coordinator, snapshot, snapshot_id, tables=tables, logger=logger
+        )
         plan = _plan_and_stage(
             settings,
             coordinator,
@@ -57,7 +61,10 @@ def copy(
             logger=logger,
             started=started,
         )
-        stats = _perform_tasks(settings, snapshot_id, plan, logger)
+        early = _early_figures_taken(plan, early)
+        stats = _perform_tasks(settings, snapshot_id, plan, logger, early)
+        if early is not None:
+            plan.source_figures.update(early.collect())
         try:
             finish_staging(settings, coordinator, plan)
         except (ToolFailed, psycopg.Error) as exc:
@@ -78,6 +85,8 @@ def copy(
             plan.destination_figures,
         )
     finally:
+        if early is not None:
+            early.stop()  # cancels a measuring still running (a failed run)
         if not swapped:
             clean_up(coordinator, logger)
             coordinator.release()
@@ -94,35 +103,36 @@ def _plan_and_stage(
     logger: logging.Logger,
     started: float,
 ) -> Plan:
-    """The plan, and its staging schemas created on the destination; the source's
-    figures are taken meanwhile (early.py)."""
-    early = _start_early_figures(
-        settings, coordinator, snapshot, snapshot_id, tables=tables, logger=logger
+    """The plan, and its staging schemas created on the destination."""
+    plan = _plan(settings, coordinator, snapshot, snapshot_id, schemas=schemas, tables=tables)
+    logger.info(
+        "Parallel copy planned",
+        extra={
+            "jobs": settings.jobs,
+            "tables": len(plan.tables),
+            "tasks": len(plan.tasks),
+            "staging_schemas": sorted(plan.staged.values()),
+            "seconds": round(time.monotonic() - started, 3),
+        },
     )
+    coordinator.staging = list(plan.staged.values())
     try:
-        plan = _plan(settings, coordinator, snapshot, snapshot_id, schemas=schemas, tables=tables)
-        logger.info(
-            "Parallel copy planned",
-            extra={
-                "jobs": settings.jobs,
-                "tables": len(plan.tables),
-                "tasks": len(plan.tasks),
-                "staging_schemas": sorted(plan.staged.values()),
-                "seconds": round(time.monotonic() - started, 3),
-            },
-        )
-        coordinator.staging = list(plan.staged.values())
-        try:
-            create_staging(settings, coordinator, plan)
-        except (ToolFailed, psycopg.Error) as exc:
-            raise classify(exc, step="creating the staging schemas") from None
-    finally:
-        measured = early.stop() if early is not None else {}
-    # Taken as the plan measures (a mismatch would be a bug): else measured again.
-    if early is not None and early.hashing == (plan.record_hash, plan.digest_encoding):
-        plan.source_figures.update(measured)
-        plan.tasks = without_measured(plan.tasks, measured)
+        create_staging(settings, coordinator, plan)
+    except (ToolFailed, psycopg.Error) as exc:
+        raise classify(exc, step="creating the staging schemas") from None
     return plan
+
+
+def _early_figures_taken(plan: Plan, early: EarlySourceFigures | None) -> EarlySourceFigures | None:
+    """The copy's tasks, less the source figures measured (or being measured) while
+    planning: `early`, or None when they do not count (and are stopped)."""
+    if early is None:
+        return None
+    if early.hashing != (plan.record_hash, plan.digest_encoding):  # would be a bug
+        early.stop()
+        return None
+    plan.tasks = without_measured(plan.tasks, early.no_more())
+    return early
 
 
 def _plan(
@@ -188,7 +198,11 @@ def _log_loaded(logger: logging.Logger, stats: CopyStats, started: float) -> Non
 
 
 def _perform_tasks(
-    settings: Settings, snapshot_id: str, plan: Plan, logger: logging.Logger
+    settings: Settings,
+    snapshot_id: str,
+    plan: Plan,
+    logger: logging.Logger,
+    early: EarlySourceFigures | None,
 ) -> CopyStats:
     """Every task of the plan, by the workers; the rows' totals."""
     progress = Progress(
@@ -205,6 +219,7 @@ def _perform_tasks(
             scheduler=scheduler,
             progress=progress,
             pool=pool,
+            early=early,
         )
         for i in range(max(1, min(settings.jobs, len(plan.tasks))))
     ]
