@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from elt.parallel.early import without_measured
 from elt.parallel.scheduler import Scheduler
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task, build_tasks, check_tasks
 from elt.parallel.toc import TocEntry
-from elt.validate import TableFigures, table_key
 
 STAGING = "elt_staging_0"
 STAGED = {"shop": STAGING}
@@ -312,31 +310,3 @@ def test_the_scheduler_reads_the_largest_table_beside_its_slow_build() -> None:
             assert task.key == key
         else:
             scheduler.done(by_key[key])
-
-
-ORDERS_FIGURES, CUSTOMERS_FIGURES = TableFigures(3, "7", 0.1), TableFigures(0, None, 0.0)
-
-
-@pytest.mark.parametrize(
-    ("measured", "left"),
-    [
-        ({}, ["check_source:shop.customers", "check_source:shop.orders"]),
-        ({table_key("shop", "orders"): ORDERS_FIGURES}, ["check_source:shop.customers"]),
-        (
-            {
-                table_key("shop", "orders"): ORDERS_FIGURES,
-                table_key("shop", "customers"): CUSTOMERS_FIGURES,
-            },
-            [],
-        ),
-    ],
-)
-def test_tables_measured_while_planning_lose_only_their_source_task(
-    measured: dict[str, TableFigures], left: list[str]
-) -> None:
-    tasks = planned("gin")
-    kept = without_measured(tasks, measured)
-    assert [t.key for t in kept if t.kind == "check_source"] == left
-    assert [t for t in kept if t.kind != "check_source"] == [
-        t for t in tasks if t.kind != "check_source"
-    ]

@@ -11,10 +11,9 @@ import time
 
 import psycopg
 
-from elt.config import Settings, ValidationLevel
+from elt.config import Settings
 from elt.connect import Connection
 from elt.failures import classify, swap_failed
-from elt.parallel.early import EarlySourceFigures, hashing, without_measured
 from elt.parallel.insession import SessionPool
 from elt.parallel.plan import Plan, make_plan
 from elt.parallel.scheduler import Scheduler
@@ -45,12 +44,8 @@ def copy(
     started = time.monotonic()
     coordinator = Coordinator(session, logger)
     swapped = False
-    early: EarlySourceFigures | None = None
     try:
         settings = sized_settings(settings, snapshot, coordinator.conn, logger)
-        early = _start_early_figures(
-            settings, coordinator, snapshot, snapshot_id, tables=tables, logger=logger
-        )
         plan = _plan_and_stage(
             settings,
             coordinator,
@@ -61,10 +56,7 @@ def copy(
             logger=logger,
             started=started,
         )
-        early = _early_figures_taken(plan, early)
-        stats = _perform_tasks(settings, snapshot_id, plan, logger, early)
-        if early is not None:
-            plan.source_figures.update(early.collect())
+        stats = _perform_tasks(settings, snapshot_id, plan, logger)
         try:
             finish_staging(settings, coordinator, plan)
         except (ToolFailed, psycopg.Error) as exc:
@@ -85,8 +77,6 @@ def copy(
             plan.destination_figures,
         )
     finally:
-        if early is not None:
-            early.stop()  # cancels a measuring still running (a failed run)
         if not swapped:
             clean_up(coordinator, logger)
             coordinator.release()
@@ -104,7 +94,17 @@ def _plan_and_stage(
     started: float,
 ) -> Plan:
     """The plan, and its staging schemas created on the destination."""
-    plan = _plan(settings, coordinator, snapshot, snapshot_id, schemas=schemas, tables=tables)
+    try:
+        plan = make_plan(
+            settings,
+            coordinator=coordinator,
+            snapshot=snapshot,
+            snapshot_id=snapshot_id,
+            schemas=schemas,
+            tables=tables,
+        )
+    except (ToolFailed, psycopg.Error) as exc:
+        raise classify(exc, step="planning the parallel copy") from None
     logger.info(
         "Parallel copy planned",
         extra={
@@ -121,59 +121,6 @@ def _plan_and_stage(
     except (ToolFailed, psycopg.Error) as exc:
         raise classify(exc, step="creating the staging schemas") from None
     return plan
-
-
-def _early_figures_taken(plan: Plan, early: EarlySourceFigures | None) -> EarlySourceFigures | None:
-    """The copy's tasks, less the source figures measured (or being measured) while
-    planning: `early`, or None when they do not count (and are stopped)."""
-    if early is None:
-        return None
-    if early.hashing != (plan.record_hash, plan.digest_encoding):  # would be a bug
-        early.stop()
-        return None
-    plan.tasks = without_measured(plan.tasks, early.no_more())
-    return early
-
-
-def _plan(
-    settings: Settings,
-    coordinator: Coordinator,
-    snapshot: Connection,
-    snapshot_id: str,
-    *,
-    schemas: list[str],
-    tables: list[CopyTable],
-) -> Plan:
-    try:
-        return make_plan(
-            settings,
-            coordinator=coordinator,
-            snapshot=snapshot,
-            snapshot_id=snapshot_id,
-            schemas=schemas,
-            tables=tables,
-        )
-    except (ToolFailed, psycopg.Error) as exc:
-        raise classify(exc, step="planning the parallel copy") from None
-
-
-def _start_early_figures(
-    settings: Settings,
-    coordinator: Coordinator,
-    snapshot: Connection,
-    snapshot_id: str,
-    *,
-    tables: list[CopyTable],
-    logger: logging.Logger,
-) -> EarlySourceFigures | None:
-    """The source's figures taken while planning (early.py); None without validation."""
-    if settings.validation is ValidationLevel.OFF or not tables:
-        return None
-    early = EarlySourceFigures(
-        settings, snapshot_id, tables, logger, hashing=hashing(snapshot, coordinator)
-    )
-    early.start()
-    return early
 
 
 def _swap_in(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
@@ -198,11 +145,7 @@ def _log_loaded(logger: logging.Logger, stats: CopyStats, started: float) -> Non
 
 
 def _perform_tasks(
-    settings: Settings,
-    snapshot_id: str,
-    plan: Plan,
-    logger: logging.Logger,
-    early: EarlySourceFigures | None,
+    settings: Settings, snapshot_id: str, plan: Plan, logger: logging.Logger
 ) -> CopyStats:
     """Every task of the plan, by the workers; the rows' totals."""
     progress = Progress(
@@ -219,7 +162,6 @@ def _perform_tasks(
             scheduler=scheduler,
             progress=progress,
             pool=pool,
-            early=early,
         )
         for i in range(max(1, min(settings.jobs, len(plan.tasks))))
     ]

@@ -16,7 +16,6 @@ from psycopg import sql
 
 from elt.config import Settings
 from elt.failures import FiguresFailed, source_failed
-from elt.parallel.early import EarlySourceFigures
 from elt.parallel.entries import entry_sql, runnable_sql
 from elt.parallel.insession import (
     CopyStopped,
@@ -51,7 +50,6 @@ class Worker(threading.Thread):
         scheduler: Scheduler,
         progress: Progress,
         pool: SessionPool,
-        early: EarlySourceFigures | None = None,
     ) -> None:
         super().__init__(name=f"elt-copy-{number}", daemon=True)
         self.settings = settings
@@ -60,7 +58,6 @@ class Worker(threading.Thread):
         self.scheduler = scheduler
         self.progress = progress
         self.pool = pool
-        self.early = early  # the source's figures taken while planning (early.py)
         self._pair: SessionPair | None = None  # the session pair of a copy running now
         self.sessions = WorkerSessions(settings, snapshot_id, plan.archive_encoding)
         self.cancelled = False
@@ -198,13 +195,6 @@ class Worker(threading.Thread):
             extra={"entry": what, "duration_seconds": round(time.monotonic() - started, 3)},
         )
 
-    def _early_ended(self) -> None:
-        """Wait for the source figures taken while planning to end (see
-        EarlySourceFigures.ended); by then they have, nearly always."""
-        while self.early is not None and not self.early.ended(0.1):
-            if self.cancelled:
-                raise Cancelled
-
     def _measure(self, task: Task) -> None:
         table, plan = task.table, self.plan
         name = (table.schema, table.name)
@@ -212,7 +202,6 @@ class Worker(threading.Thread):
             raise Cancelled
         try:
             if task.kind == "check_source":
-                self._early_ended()
                 conn = self.sessions.source()
                 relation = sql.Identifier(table.schema, table.name)
                 listed = plan.source_listed[name]
