@@ -5,11 +5,8 @@ No database: the catalog rows are written out as elt/sql/staging_catalog.sql ret
 
 from __future__ import annotations
 
-import pytest
-
-from elt.parallel.scheduler import Scheduler
 from elt.parallel.tables import CopyTable
-from elt.parallel.tasks import Task, build_tasks, check_tasks
+from elt.parallel.tasks import build_tasks
 from elt.parallel.toc import TocEntry
 
 STAGING = "elt_staging_0"
@@ -209,104 +206,3 @@ def test_build_tasks_keeps_the_remainder_in_pg_dump_order() -> None:
     post_data = [*POST_DATA[:9], fk_comment, *POST_DATA[9:]]
     _, remainder = build_tasks([CUSTOMERS, ORDERS], post_data, CATALOG, STAGED)
     assert [e.dump_id for e in remainder] == [14, 15, 16, 18, 20, 19]
-
-
-# --- validation figures: where their tasks rank -------------------------------------
-
-
-def with_tags_index(method: str) -> dict[tuple[str, int], dict[str, object]]:
-    """CATALOG, with orders_tags_idx (entry 13) built by `method`."""
-    return {**CATALOG, ("i", 1002): index_row(1002, "orders", method)}
-
-
-def planned(method: str) -> list[Task]:
-    """The tasks of make_plan for CUSTOMERS and ORDERS, checks included."""
-    tasks, _ = build_tasks([CUSTOMERS, ORDERS], POST_DATA, with_tags_index(method), STAGED)
-    return tasks + check_tasks([CUSTOMERS, ORDERS], tasks)
-
-
-ORDERS_BUILDS = ["entry:10", "entry:21", "entry:13", "index:10", "entry:12", "entry:17"]
-CUSTOMERS_TASKS = [ROWS_CUSTOMERS, "entry:11", "index:11"]
-SOURCE_CHECKS = ["check_source:shop.orders", "check_source:shop.customers"]
-
-
-@pytest.mark.parametrize(
-    ("method", "expected"),
-    [
-        # a slow build on orders: its destination figures are read beside it,
-        # before the smaller table's rows
-        (
-            "gin",
-            [
-                ROWS_ORDERS,
-                *ORDERS_BUILDS[:2],
-                "entry:13",
-                *ORDERS_BUILDS[3:],
-                "check_destination:shop.orders",
-                *CUSTOMERS_TASKS,
-                *SOURCE_CHECKS,
-                "check_destination:shop.customers",
-            ],
-        ),
-        ("gist", None),  # the same order as for gin
-        # no slow build on either table: every check ranks last, largest first
-        (
-            "btree",
-            [
-                ROWS_ORDERS,
-                "entry:10",
-                "entry:21",
-                "index:10",
-                "entry:12",
-                "entry:13",
-                "entry:17",
-                *CUSTOMERS_TASKS,
-                "check_source:shop.orders",
-                "check_destination:shop.orders",
-                "check_source:shop.customers",
-                "check_destination:shop.customers",
-            ],
-        ),
-    ],
-)
-def test_destination_figures_rank_beside_a_slow_build(
-    method: str, expected: list[str] | None
-) -> None:
-    tasks = planned(method)
-    if expected is None:
-        expected = [t.key for t in sorted(planned("gin"), key=lambda t: t.rank)]
-    # sorted() keeps the plan's order among equal ranks, as the scheduler does
-    assert [t.key for t in sorted(tasks, key=lambda t: t.rank)] == expected
-
-
-def test_the_scheduler_reads_the_largest_table_beside_its_slow_build() -> None:
-    """Two workers: once orders' rows are in, one builds its GIN index while the
-    other builds the rest of orders' indexes, then reads orders' destination
-    figures, and only then copies the next table: they are done before the GIN
-    build ends, where they would hold up the key's attachment."""
-    post_data = [ORDERS_PKEY, CUSTOMERS_PKEY, ORDERS_PLACED, ORDERS_TAGS]
-    builds, _ = build_tasks([CUSTOMERS, ORDERS], post_data, CATALOG, STAGED)
-    tasks = builds + check_tasks([CUSTOMERS, ORDERS], builds)
-    by_key = {t.key: t for t in tasks}
-    scheduler = Scheduler(tasks, max_copies=1)
-    script = [
-        ("next", ROWS_ORDERS),
-        ("done", ROWS_ORDERS),
-        ("next", "entry:13"),  # GIN
-        ("next", "index:10"),  # the primary key's index, beside it
-        ("done", "index:10"),
-        ("next", "entry:12"),  # the key's attachment (entry:10) waits for the GIN build
-        ("done", "entry:12"),
-        ("next", "check_destination:shop.orders"),
-        ("done", "check_destination:shop.orders"),
-        ("next", ROWS_CUSTOMERS),
-        ("done", "entry:13"),
-        ("next", "entry:10"),
-    ]
-    for action, key in script:
-        if action == "next":
-            task = scheduler.next()  # only called when a task is ready: never blocks
-            assert task is not None
-            assert task.key == key
-        else:
-            scheduler.done(by_key[key])

@@ -140,7 +140,7 @@ def make_plan(
     tasks, remainder = build_tasks(tables, staging.post_data, staging.catalog, staged)
     encoding = server_encoding(snapshot)
     if settings.validation is not ValidationLevel.OFF:
-        tasks += check_tasks(tables, tasks)
+        tasks += check_tasks(tables)
     return Plan(
         staging.archive,
         staged,

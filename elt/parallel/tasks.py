@@ -20,8 +20,6 @@ from elt.parallel.toc import TocEntry
 CatalogRow = Mapping[str, Any]
 # Index methods whose builds take longest: started first.
 _SLOW_METHODS = frozenset({"gin", "gist", "spgist", "brin"})
-# A build's order among its table's tasks (a rank's second part): such a build's.
-_SLOW_ORDER = 2
 _BUILDABLE = {"INDEX": "i", "CONSTRAINT": "c", "FK CONSTRAINT": "c"}
 
 
@@ -135,7 +133,7 @@ def _index_or_constraint(entry: TocEntry, row: CatalogRow, table: CopyTable) -> 
     """An index, or a constraint restored whole (an exclusion constraint, say)."""
     # Keys first (short, but exclusive), then the slow index methods first.
     constraint = entry.kind == "CONSTRAINT"
-    order = 1 if constraint else _SLOW_ORDER if row["method"] in _SLOW_METHODS else 4
+    order = 1 if constraint else 2 if row["method"] in _SLOW_METHODS else 4
     return Task(
         f"entry:{entry.dump_id}",
         "build",
@@ -186,31 +184,23 @@ def attach_key_sql(
     )
 
 
-def check_tasks(tables: list[CopyTable], builds: list[Task]) -> list[Task]:
+def check_tasks(tables: list[CopyTable]) -> list[Task]:
     """Validation figures of each table, on both sides, after its rows are in.
 
     They rank last: they fill the time a worker would otherwise wait (while
-    the largest table's slowest index builds, typically). But the destination's
-    figures of a table with a slow index build (`builds`) rank right after its
-    builds: they read beside that build, whose lock allows it, where started
-    near its end they would hold up the table's keys and foreign keys (ADD
-    CONSTRAINT's lock conflicts with reading the table).
+    the largest table's slowest index builds, typically), and they only read,
+    so they take no lock that matters to the builds.
     """
-    slow = {t.table.label for t in builds if t.rank == (-t.table.size, _SLOW_ORDER)}
     return [
         Task(
             f"{kind}:{t.label}",
             kind,
             t,
             deps={rows_key(t)},
-            rank=_check_rank(t, beside_build=kind == "check_destination" and t.label in slow),
+            rank=(1, -t.size),
             # Reading the staging table conflicts with ADD CONSTRAINT's lock.
             locks={t.label: False} if kind == "check_destination" else {},
         )
         for t in tables
         for kind in ("check_source", "check_destination")
     ]
-
-
-def _check_rank(table: CopyTable, *, beside_build: bool) -> tuple[int, ...]:
-    return (-table.size, 6) if beside_build else (1, -table.size)
