@@ -5,13 +5,9 @@ No database: the catalog rows are written out as elt/sql/staging_catalog.sql ret
 
 from __future__ import annotations
 
-import pytest
-
-from elt.parallel.early import without_measured
 from elt.parallel.tables import CopyTable
-from elt.parallel.tasks import Task, build_tasks, check_tasks
+from elt.parallel.tasks import build_tasks
 from elt.parallel.toc import TocEntry
-from elt.validate import TableFigures, table_key
 
 STAGING = "elt_staging_0"
 STAGED = {"shop": STAGING}
@@ -210,40 +206,3 @@ def test_build_tasks_keeps_the_remainder_in_pg_dump_order() -> None:
     post_data = [*POST_DATA[:9], fk_comment, *POST_DATA[9:]]
     _, remainder = build_tasks([CUSTOMERS, ORDERS], post_data, CATALOG, STAGED)
     assert [e.dump_id for e in remainder] == [14, 15, 16, 18, 20, 19]
-
-
-# --- source figures measured while planning -------------------------------------
-
-
-def planned() -> list[Task]:
-    """The tasks of make_plan for CUSTOMERS and ORDERS, checks included."""
-    tasks, _ = build_tasks([CUSTOMERS, ORDERS], POST_DATA, CATALOG, STAGED)
-    return tasks + check_tasks([CUSTOMERS, ORDERS])
-
-
-ORDERS_FIGURES, CUSTOMERS_FIGURES = TableFigures(3, "7", 0.1), TableFigures(0, None, 0.0)
-
-
-@pytest.mark.parametrize(
-    ("measured", "left"),
-    [
-        ({}, ["check_source:shop.customers", "check_source:shop.orders"]),
-        ({table_key("shop", "orders"): ORDERS_FIGURES}, ["check_source:shop.customers"]),
-        (
-            {
-                table_key("shop", "orders"): ORDERS_FIGURES,
-                table_key("shop", "customers"): CUSTOMERS_FIGURES,
-            },
-            [],
-        ),
-    ],
-)
-def test_tables_measured_while_planning_lose_only_their_source_task(
-    measured: dict[str, TableFigures], left: list[str]
-) -> None:
-    tasks = planned()
-    kept = without_measured(tasks, measured)
-    assert [t.key for t in kept if t.kind == "check_source"] == left
-    assert [t for t in kept if t.kind != "check_source"] == [
-        t for t in tasks if t.kind != "check_source"
-    ]

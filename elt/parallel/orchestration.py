@@ -11,10 +11,9 @@ import time
 
 import psycopg
 
-from elt.config import Settings, ValidationLevel
+from elt.config import Settings
 from elt.connect import Connection
 from elt.failures import classify, swap_failed
-from elt.parallel.early import EarlySourceFigures, hashing, without_measured
 from elt.parallel.insession import SessionPool
 from elt.parallel.plan import Plan, make_plan
 from elt.parallel.scheduler import Scheduler
@@ -94,48 +93,9 @@ def _plan_and_stage(
     logger: logging.Logger,
     started: float,
 ) -> Plan:
-    """The plan, and its staging schemas created on the destination; the source's
-    figures are taken meanwhile (early.py)."""
-    early = _start_early_figures(
-        settings, coordinator, snapshot, snapshot_id, tables=tables, logger=logger
-    )
+    """The plan, and its staging schemas created on the destination."""
     try:
-        plan = _plan(settings, coordinator, snapshot, snapshot_id, schemas=schemas, tables=tables)
-        logger.info(
-            "Parallel copy planned",
-            extra={
-                "jobs": settings.jobs,
-                "tables": len(plan.tables),
-                "tasks": len(plan.tasks),
-                "staging_schemas": sorted(plan.staged.values()),
-                "seconds": round(time.monotonic() - started, 3),
-            },
-        )
-        coordinator.staging = list(plan.staged.values())
-        try:
-            create_staging(settings, coordinator, plan)
-        except (ToolFailed, psycopg.Error) as exc:
-            raise classify(exc, step="creating the staging schemas") from None
-    finally:
-        measured = early.stop() if early is not None else {}
-    # Taken as the plan measures (a mismatch would be a bug): else measured again.
-    if early is not None and early.hashing == (plan.record_hash, plan.digest_encoding):
-        plan.source_figures.update(measured)
-        plan.tasks = without_measured(plan.tasks, measured)
-    return plan
-
-
-def _plan(
-    settings: Settings,
-    coordinator: Coordinator,
-    snapshot: Connection,
-    snapshot_id: str,
-    *,
-    schemas: list[str],
-    tables: list[CopyTable],
-) -> Plan:
-    try:
-        return make_plan(
+        plan = make_plan(
             settings,
             coordinator=coordinator,
             snapshot=snapshot,
@@ -145,25 +105,22 @@ def _plan(
         )
     except (ToolFailed, psycopg.Error) as exc:
         raise classify(exc, step="planning the parallel copy") from None
-
-
-def _start_early_figures(
-    settings: Settings,
-    coordinator: Coordinator,
-    snapshot: Connection,
-    snapshot_id: str,
-    *,
-    tables: list[CopyTable],
-    logger: logging.Logger,
-) -> EarlySourceFigures | None:
-    """The source's figures taken while planning (early.py); None without validation."""
-    if settings.validation is ValidationLevel.OFF or not tables:
-        return None
-    early = EarlySourceFigures(
-        settings, snapshot_id, tables, logger, hashing=hashing(snapshot, coordinator)
+    logger.info(
+        "Parallel copy planned",
+        extra={
+            "jobs": settings.jobs,
+            "tables": len(plan.tables),
+            "tasks": len(plan.tasks),
+            "staging_schemas": sorted(plan.staged.values()),
+            "seconds": round(time.monotonic() - started, 3),
+        },
     )
-    early.start()
-    return early
+    coordinator.staging = list(plan.staged.values())
+    try:
+        create_staging(settings, coordinator, plan)
+    except (ToolFailed, psycopg.Error) as exc:
+        raise classify(exc, step="creating the staging schemas") from None
+    return plan
 
 
 def _swap_in(coordinator: Coordinator, plan: Plan, schemas: list[str]) -> bool:
