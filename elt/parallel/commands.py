@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from elt.config import DatabaseSettings
-from elt.processes import LIST_FILE, child_env, connection_args
+from elt.parallel.in_memory import LIST_FILE
+from elt.processes import child_env, connection_args
 from elt.replace import STAGING_PREFIX
 
 if TYPE_CHECKING:

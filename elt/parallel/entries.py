@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from elt.config import Settings
 from elt.errors import LoadError
 from elt.parallel.commands import entry_sql_argv
+from elt.parallel.in_memory import run_in_memory
 from elt.parallel.toc import TocEntry
-from elt.processes import child_env, run_in_memory
+from elt.processes import child_env
 
 # The header line --verbose writes before each entry's SQL.
 _HEADER = re.compile(rb"^--\n-- TOC entry (\d+) \(class \d+ OID \d+\)\n", re.MULTILINE)

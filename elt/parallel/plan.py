@@ -29,6 +29,7 @@ from elt.parallel.commands import (
     schema_restore_argv,
     staging_names,
 )
+from elt.parallel.in_memory import listing_text, run_in_memory
 from elt.parallel.tables import CopyTable
 from elt.parallel.tasks import Task, build_tasks, check_tasks
 from elt.parallel.toc import (
@@ -38,7 +39,7 @@ from elt.parallel.toc import (
     check_expression_code,
     parse_toc,
 )
-from elt.processes import child_env, listing_text, run_in_memory
+from elt.processes import child_env
 from elt.replace import STAGING_MARKER
 from elt.sql import read_sql
 from elt.validate import RECORD_HASH_MIN_VERSION, TableFigures, digest_encoding, list_relations

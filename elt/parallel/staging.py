@@ -23,9 +23,10 @@ from elt.errors import LoadError, message_lines
 from elt.failures import busy_error, failed
 from elt.parallel.commands import restore_env, schema_restore_argv, scratch_database_name
 from elt.parallel.entries import printed_entries
+from elt.parallel.in_memory import run_in_memory
 from elt.parallel.plan import Plan
 from elt.parallel.toc import NotEligible
-from elt.processes import APPLICATION_NAME, run_in_memory
+from elt.processes import APPLICATION_NAME
 from elt.replace import drop_marked
 from elt.sql import LOCK_KEY, read_sql
 from elt.validate import list_relations
