@@ -633,7 +633,7 @@ def test_a_mismatch_inside_a_batch_names_that_table_only(
 # Tables hashed through their text form, and one with no column at all, among
 # tables hashed directly.
 MIXED_HASHES_SQL = """
-CREATE TABLE a_direct (id int, v text);
+CREATE TABLE a_direct (id int, "vé" text);
 CREATE TABLE b_text (id int, n numeric, j jsonb);
 CREATE TABLE c_no_columns ();
 CREATE TABLE d_direct (id bigint, d date);
@@ -645,12 +645,13 @@ INSERT INTO d_direct VALUES (1, 'infinity'), (2, '2026-01-01');
 """
 
 
+@pytest.mark.parametrize("encoding", ["UTF8", "LATIN1"])
 @pytest.mark.parametrize("convert_to", [None, "LATIN1"], ids=["same encoding", "converted"])
 @pytest.mark.parametrize("record_hash", [True, False], ids=["record hash", "text hash"])
 def test_text_hashes_and_conversions_inside_a_batch(
-    source_server: PgServer, record_hash: bool, convert_to: str | None
+    source_server: PgServer, record_hash: bool, convert_to: str | None, encoding: str
 ) -> None:
-    source_server.recreate_database("batch_hashes")
+    source_server.recreate_database("batch_hashes", encoding=encoding)
     source_server.execute("batch_hashes", MIXED_HASHES_SQL)
     assert len(_statements(source_server, "batch_hashes")) == 1
     options: dict[str, Any] = {"record_hash": record_hash, "convert_to": convert_to}
