@@ -631,12 +631,12 @@ def test_a_mismatch_inside_a_batch_names_that_table_only(
 
 
 # Tables hashed through their text form, and one with no column at all, among
-# tables hashed directly.
+# tables hashed directly; column names that are not plain ASCII identifiers.
 MIXED_HASHES_SQL = """
 CREATE TABLE a_direct (id int, "vé" text);
 CREATE TABLE b_text (id int, n numeric, j jsonb);
 CREATE TABLE c_no_columns ();
-CREATE TABLE d_direct (id bigint, d date);
+CREATE TABLE d_direct (id bigint, "d{0}%s" date);
 INSERT INTO a_direct VALUES (1, 'é'), (2, NULL);
 INSERT INTO b_text VALUES (1, 1.50, '{"a": [1, null]}'), (2, NULL, '{}');
 INSERT INTO c_no_columns DEFAULT VALUES;
