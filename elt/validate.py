@@ -137,6 +137,8 @@ def collect(
     out. `convert_to`: see digest_encoding; pass the same value on both sides.
     With `claim`, several sessions measure one side together: each measures the
     relations `claim(key)` gives it (True once per key), the others leave them.
+    Small relations are measured several to a statement (digests.batches);
+    `stop` is looked at before each statement.
     """
     hashing = Hashing(level, record_hash, convert_to)
     parts = []
