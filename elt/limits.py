@@ -155,7 +155,9 @@ def source_locks(
 ) -> tuple[LockTable, Relations]:
     """Refuse a source whose tables pg_dump cannot lock at once; call it before the
     job locks them itself. The job's own source sessions take no lock beyond those
-    (validation measures each table in a savepoint that it rolls back)."""
+    but for a moment: validation measures in statements that take at most
+    digests.BATCH_LOCKS locks (the default max_locks_per_transaction) each, or
+    one table's, in a savepoint that it rolls back at once."""
     table = read_lock_table(conn)
     relations = count_relations(conn, schemas)
     ensure_room(

@@ -12,26 +12,52 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
 from elt.config import ValidationLevel
 from elt.connect import Connection, fetch_all
+from elt.digests import (
+    RECORD_HASH_MIN_VERSION,
+    TEXT_HASH,
+    Hashing,
+    ListedRelation,
+    Part,
+    TableFigures,
+    batches,
+    digest_encoding,
+    measure,
+    measure_parts,
+    row_hash,
+)
 from elt.errors import ValidationFailed
 from elt.sql import read_sql
 
-
-@dataclass(frozen=True)
-class TableFigures:
-    rows: int | None  # None: a materialized view that is not populated
-    digest: str | None
-    seconds: float
+# Measuring itself lives in elt/digests.py; these names stay importable from here.
+__all__ = [
+    "RECORD_HASH_MIN_VERSION",
+    "TEXT_HASH",
+    "Figures",
+    "ListedRelation",
+    "Stopped",
+    "TableCheck",
+    "TableFigures",
+    "collect",
+    "compare_sequences",
+    "compare_tables",
+    "digest_encoding",
+    "list_relations",
+    "list_tables",
+    "measure",
+    "prepare_session",
+    "report",
+    "row_hash",
+    "sequence_values",
+    "table_key",
+]
 
 
 @dataclass(frozen=True)
@@ -56,17 +82,6 @@ def prepare_session(conn: Connection) -> None:
     conn.execute(read_sql("validation_session.sql"))
 
 
-class ListedRelation(NamedTuple):
-    """A validation_tables.sql row: a table or materialized view, with its hash plan."""
-
-    schema: str
-    name: str
-    populated: bool
-    matview_query: str | None  # None: an ordinary table
-    columns: list[str]
-    exact_hash: list[bool]
-
-
 def list_tables(conn: Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
     """(schema, name) of every ordinary table validation covers (not materialized views)."""
     return [(r.schema, r.name) for r in list_relations(conn, schemas) if r.matview_query is None]
@@ -81,69 +96,7 @@ def sequence_values(conn: Connection, schemas: Sequence[str]) -> dict[str, int |
 
 
 class Stopped(Exception):
-    """collect() was asked to stop between two tables (the job is being cancelled)."""
-
-
-# How one row is hashed (table_digest.sql). Both sides must use the same way.
-# These are expressions built per column, so they are composed here, not in a
-# file. The fallback: the hash of the whole row's text form.
-TEXT_HASH = sql.SQL("pg_catalog.hashtextextended((t.*)::text, 0)")
-# hash_record_extended() exists from PostgreSQL 14 on.
-RECORD_HASH_MIN_VERSION = 140000
-
-
-def digest_encoding(source: str, destination: str) -> str | None:
-    """The encoding both sides hash text in, when their server encodings differ.
-
-    The copy converted the source's text into the destination's encoding, so
-    the source side hashes its text converted that way (convert_to) and the
-    destination side its own, through the same expression. No conversion (None)
-    where the copy made none: equal encodings, or SQL_ASCII on either side,
-    whose bytes travel unconverted (and convert_to from SQL_ASCII would reject
-    bytes that are not valid in the target).
-    """
-    if source == destination or "SQL_ASCII" in (source, destination):
-        return None
-    return destination
-
-
-def row_hash(
-    columns: Sequence[str],
-    exact_hash: Sequence[bool],
-    *,
-    record_hash: bool,
-    convert_to: str | None = None,
-) -> sql.Composable:
-    """The expression that hashes one row `t` (see validation_tables.sql).
-
-    With `record_hash`, the row's columns are hashed in name order (sorted
-    here, so that both sides agree whatever their encodings' byte order), each
-    directly where its type's hash is exact and through its text form (in the
-    "C" collation, so that bytes are hashed) everywhere else. With
-    `convert_to` (see digest_encoding), every column is hashed as its text
-    form's bytes in that encoding.
-    """
-    if convert_to is not None:
-        encoding = sql.Literal(convert_to)
-        if not record_hash or not columns:
-            return sql.SQL(
-                "pg_catalog.hashtextextended(pg_catalog.encode("
-                "pg_catalog.convert_to((t.*)::text, {}), 'hex'), 0)"
-            ).format(encoding)
-    elif not record_hash or not columns:
-        return TEXT_HASH
-    fields = []
-    for name, exact in sorted(zip(columns, exact_hash, strict=True)):
-        if convert_to is not None:
-            field = sql.SQL("pg_catalog.convert_to(t.{}::text, {})").format(
-                sql.Identifier(name), encoding
-            )
-        elif exact:
-            field = sql.SQL("t.{}").format(sql.Identifier(name))
-        else:
-            field = sql.SQL('(t.{}::text COLLATE "C")').format(sql.Identifier(name))
-        fields.append(field)
-    return sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(fields))
+    """collect() was asked to stop between two statements (the job is being cancelled)."""
 
 
 def list_relations(conn: Connection, schemas: Sequence[str]) -> list[ListedRelation]:
@@ -153,47 +106,6 @@ def list_relations(conn: Connection, schemas: Sequence[str]) -> list[ListedRelat
         read_sql("validation_tables.sql"),
         class_row(ListedRelation),
         {"schemas": list(schemas)},
-    )
-
-
-def measure(
-    conn: Connection,
-    relation: sql.Composable,
-    listed: Sequence[object],
-    level: ValidationLevel,
-    *,
-    record_hash: bool,
-    convert_to: str | None = None,
-) -> TableFigures:
-    """Count and (at `full`) digest one relation: a table, or a parenthesized query.
-
-    `listed` is its list_relations() row, read on the same side.
-    """
-    relation_row = ListedRelation._make(listed)  # by name, whatever type the caller declared
-    if not relation_row.populated:
-        return TableFigures(None, None, 0.0)
-    started = time.monotonic()
-    if level is ValidationLevel.FULL:
-        hash_expr = row_hash(
-            relation_row.columns,
-            relation_row.exact_hash,
-            record_hash=record_hash,
-            convert_to=convert_to,
-        )
-        query = sql.SQL(read_sql("table_digest.sql")).format(table=relation, row_hash=hash_expr)
-    else:
-        query = sql.SQL(read_sql("table_count.sql")).format(table=relation)
-    # In a savepoint rolled back at once: the locks the query takes on the
-    # relation's indexes and TOAST table end with it, so that a transaction that
-    # measures every table (the source snapshot's) holds no more locks than pg_dump.
-    with conn.transaction() as savepoint, conn.cursor(row_factory=dict_row) as cursor:
-        row = cursor.execute(query).fetchone()
-        raise psycopg.Rollback(savepoint)
-    assert row is not None
-    return TableFigures(
-        rows=int(row["row_count"]),
-        digest=None if row["digest"] is None else str(row["digest"]),
-        seconds=time.monotonic() - started,
     )
 
 
@@ -225,22 +137,30 @@ def collect(
     out. `convert_to`: see digest_encoding; pass the same value on both sides.
     With `claim`, several sessions measure one side together: each measures the
     relations `claim(key)` gives it (True once per key), the others leave them.
+    Small relations are measured several to a statement (digests.batches);
+    `stop` is looked at before each statement.
     """
-    tables: dict[str, TableFigures] = {}
+    hashing = Hashing(level, record_hash, convert_to)
+    parts = []
     for listed in list_relations(conn, schemas):
         key = table_key(listed.schema, listed.name)
         if key in skip:
             continue
-        if claim is not None and not claim(key):
-            continue
-        if stop is not None and stop.is_set():
-            raise Stopped
         relation: sql.Composable = sql.Identifier(listed.schema, listed.name)
         if recompute_matviews and listed.matview_query is not None:
             relation = sql.SQL("({})").format(sql.SQL(listed.matview_query))
-        tables[key] = measure(
-            conn, relation, listed, level, record_hash=record_hash, convert_to=convert_to
-        )
+        parts.append(Part(key, relation, listed))
+    tables = {
+        p.key: TableFigures(None, None, 0.0)
+        for p in parts
+        if not p.listed.populated and (claim is None or claim(p.key))
+    }
+    for batch in batches(parts, recompute_matviews=recompute_matviews):
+        if stop is not None and stop.is_set():
+            raise Stopped
+        mine = [p for p in batch if claim is None or claim(p.key)]
+        if mine:
+            tables.update(measure_parts(conn, mine, hashing))
     sequences = sequence_values(conn, schemas) if level is ValidationLevel.FULL else {}
     return Figures(tables, sequences)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pytest
+from psycopg import sql
 
 from conftest import (
     REPO,
@@ -24,8 +26,25 @@ from conftest import (
     run_elt,
 )
 from elt.config import ValidationLevel, load_settings
+from elt.digests import (
+    BATCH_LOCKS,
+    BATCH_MAX_BYTES,
+    Hashing,
+    ListedRelation,
+    Part,
+    batches,
+    statement,
+)
 from elt.figures import DestinationFigures, Measuring
-from elt.validate import collect, prepare_session
+from elt.validate import (
+    Stopped,
+    collect,
+    compare_tables,
+    list_relations,
+    measure,
+    prepare_session,
+    table_key,
+)
 
 
 @pytest.fixture(params=["streamed", "parallel"])
@@ -287,7 +306,7 @@ def _hashed_directly(server: PgServer, sql: str) -> dict[str, dict[str, bool]]:
         .replace("%(schemas)s", "'{public}'"),
     )
     return {
-        name: dict(zip(columns, flags, strict=True)) for _, name, _, _, columns, flags in listed
+        name: dict(zip(columns, flags, strict=True)) for _, name, _, _, columns, flags, *_ in listed
     }
 
 
@@ -431,3 +450,291 @@ def test_the_destination_figures_in_two_sessions_are_one_sessions(
     finally:
         source_server.execute("source_db", "DROP OWNED BY measurer")
         source_server.execute("postgres", "DROP ROLE measurer")
+
+
+# --- small relations measured several to a statement (elt/digests.py) ---
+
+
+def _part(name: str, *, locks: int = 1, size: int = 0, populated: bool = True) -> Part:
+    listed = ListedRelation("public", name, populated, None, ["id"], [True], size, locks)
+    return Part(table_key("public", name), sql.Identifier("public", name), listed)
+
+
+def _matview_part(name: str) -> Part:
+    listed = ListedRelation("public", name, True, "SELECT 1 AS id", ["id"], [True], 0, 1)
+    return Part(table_key("public", name), sql.SQL("(SELECT 1 AS id)"), listed)
+
+
+def _names(batches_: list[list[Part]]) -> list[list[str]]:
+    return [[part.listed.name for part in batch] for batch in batches_]
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        ([], []),
+        ([_part("a")], [["a"]]),
+        ([_part(f"t{i}") for i in range(BATCH_LOCKS)], [[f"t{i}" for i in range(BATCH_LOCKS)]]),
+        (
+            [_part(f"t{i}") for i in range(BATCH_LOCKS + 1)],
+            [[f"t{i}" for i in range(BATCH_LOCKS)], [f"t{BATCH_LOCKS}"]],
+        ),
+        # Locks, not tables, bound a statement.
+        ([_part("a", locks=BATCH_LOCKS - 1), _part("b", locks=2)], [["a"], ["b"]]),
+        ([_part("a", locks=BATCH_LOCKS - 2), _part("b", locks=2)], [["a", "b"]]),
+        # A relation locking more than a statement may still gets one of its own.
+        ([_part("a", locks=BATCH_LOCKS + 1), _part("b")], [["a"], ["b"]]),
+        # Large ones alone, in their place; the small ones around them still together.
+        (
+            [_part("a"), _part("big", size=BATCH_MAX_BYTES + 1), _part("b"), _part("c")],
+            [["big"], ["a", "b", "c"]],
+        ),
+        ([_part("a", size=BATCH_MAX_BYTES), _part("b")], [["a", "b"]]),
+        # Unpopulated materialized views need no statement.
+        ([_part("a"), _part("unpopulated", populated=False)], [["a"]]),
+    ],
+    ids=[
+        "none",
+        "one",
+        "exactly a statement",
+        "a statement and one",
+        "locks over",
+        "locks up to",
+        "one over the locks",
+        "large alone",
+        "at the size",
+        "unpopulated",
+    ],
+)
+def test_which_relations_share_a_statement(parts: list[Part], expected: list[list[str]]) -> None:
+    assert _names(list(batches(parts, recompute_matviews=False))) == expected
+
+
+def test_the_source_measures_each_materialized_view_query_alone() -> None:
+    parts = [_part("a"), _matview_part("mv"), _part("b")]
+    assert _names(list(batches(parts, recompute_matviews=True))) == [["mv"], ["a", "b"]]
+    assert _names(list(batches(parts, recompute_matviews=False))) == [["a", "mv", "b"]]
+
+
+@pytest.mark.parametrize("level", [ValidationLevel.FULL, ValidationLevel.COUNTS])
+def test_a_statement_numbers_each_relation(level: ValidationLevel) -> None:
+    parts = [_part("a"), _part('we"ird'), _matview_part("mv")]
+    text = statement(parts, Hashing(level, record_hash=True)).as_string(None)
+    selects = text.split("\nUNION ALL\n")
+    assert len(selects) == 3
+    for position, (select, relation) in enumerate(
+        zip(selects, ['"public"."a"', '"public"."we""ird"', "(SELECT 1 AS id)"], strict=True)
+    ):
+        assert f"SELECT {position} AS position" in select
+        assert select.rstrip().endswith(f"FROM {relation} AS t")
+        assert ('hash_record_extended(ROW(t."id"), 0)' in select) is (level is ValidationLevel.FULL)
+    assert ";" not in text
+
+
+def _tables_sql(count: int, columns: str = "id int, v int") -> str:
+    """`count` tables t000.. of (id, v), table i holding i + 1 rows."""
+    return "".join(
+        f"CREATE TABLE t{i:03d} ({columns});"
+        f"INSERT INTO t{i:03d} (id) SELECT g FROM generate_series(1, {i + 1}) AS g;"
+        for i in range(count)
+    )
+
+
+def _figures(
+    server: PgServer, dbname: str, **options: Any
+) -> dict[str, tuple[int | None, str | None]]:
+    with server.connect(dbname, autocommit=False) as conn:
+        prepare_session(conn)
+        figures = collect(conn, ["public"], ValidationLevel.FULL, **options)
+        return {table: (f.rows, f.digest) for table, f in figures.tables.items()}
+
+
+def _alone(
+    server: PgServer, dbname: str, **options: Any
+) -> dict[str, tuple[int | None, str | None]]:
+    """Each relation measured in a statement of its own (validate.measure)."""
+    with server.connect(dbname, autocommit=False) as conn:
+        prepare_session(conn)
+        result = {}
+        for listed in list_relations(conn, ["public"]):
+            relation = sql.Identifier(listed.schema, listed.name)
+            one = measure(conn, relation, listed, ValidationLevel.FULL, **options)
+            result[table_key(listed.schema, listed.name)] = (one.rows, one.digest)
+        return result
+
+
+def _statements(server: PgServer, dbname: str) -> list[list[str]]:
+    with server.connect(dbname) as conn:
+        parts = [
+            Part(table_key(r.schema, r.name), sql.Identifier(r.schema, r.name), r)
+            for r in list_relations(conn, ["public"])
+        ]
+    return _names(list(batches(parts, recompute_matviews=False)))
+
+
+@pytest.mark.parametrize(
+    ("tables", "statements"),
+    [(0, 0), (1, 1), (BATCH_LOCKS, 1), (BATCH_LOCKS + 1, 2)],
+    ids=["no table", "one table", "exactly a statement", "a statement and one"],
+)
+def test_every_table_gets_its_own_figures_at_the_batch_boundaries(
+    source_server: PgServer, tables: int, statements: int
+) -> None:
+    source_server.recreate_database("digest_batches")
+    if tables:
+        source_server.execute("digest_batches", _tables_sql(tables))
+    assert len(_statements(source_server, "digest_batches")) == statements
+    figures = _figures(source_server, "digest_batches", record_hash=False)
+    # The text hash, computed here independently, table by table.
+    expected = {}
+    for i in range(tables):
+        ((rows, digest),) = source_server.query(
+            "digest_batches",
+            f"SELECT count(*), sum(hashtextextended(t::text, 0))::text FROM t{i:03d} AS t",
+        )
+        assert rows == i + 1
+        expected[f'"public"."t{i:03d}"'] = (rows, digest)
+    assert figures == expected
+
+
+CHANGES_IN_A_BATCH = {
+    "changed row": ("UPDATE t005 SET v = 1 WHERE id = 3", "content differs", 6),
+    "missing row": ("DELETE FROM t005 WHERE id = 3", "row count differs", 5),
+    "extra row": ("INSERT INTO t005 (id) VALUES (100)", "row count differs", 7),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES_IN_A_BATCH))
+def test_a_mismatch_inside_a_batch_names_that_table_only(
+    source_server: PgServer, change: str
+) -> None:
+    update, reason, destination_rows = CHANGES_IN_A_BATCH[change]
+    source_server.recreate_database("batch_source")
+    source_server.execute("batch_source", _tables_sql(12))
+    source_server.recreate_database("batch_destination", template="batch_source")
+    source_server.execute("batch_destination", update)
+    (statement_,) = _statements(source_server, "batch_destination")
+    assert len(statement_) == 12  # t005 measured among others
+
+    with source_server.connect("batch_source", autocommit=False) as conn:
+        prepare_session(conn)
+        source = collect(conn, ["public"], ValidationLevel.FULL, record_hash=True)
+    with source_server.connect("batch_destination", autocommit=False) as conn:
+        prepare_session(conn)
+        destination = collect(conn, ["public"], ValidationLevel.FULL, record_hash=True)
+
+    checks = compare_tables(source, destination)
+    assert len(checks) == 12
+    (bad,) = [c for c in checks if not c.match]
+    assert (bad.table, bad.reason) == ('"public"."t005"', reason)
+    assert (bad.source_rows, bad.destination_rows) == (6, destination_rows)
+
+
+# Tables hashed through their text form, and one with no column at all, among
+# tables hashed directly; column names that are not plain ASCII identifiers.
+MIXED_HASHES_SQL = """
+CREATE TABLE a_direct (id int, "vé" text);
+CREATE TABLE b_text (id int, n numeric, j jsonb);
+CREATE TABLE c_no_columns ();
+CREATE TABLE d_direct (id bigint, "d{0}%s" date);
+INSERT INTO a_direct VALUES (1, 'é'), (2, NULL);
+INSERT INTO b_text VALUES (1, 1.50, '{"a": [1, null]}'), (2, NULL, '{}');
+INSERT INTO c_no_columns DEFAULT VALUES;
+INSERT INTO c_no_columns DEFAULT VALUES;
+INSERT INTO d_direct VALUES (1, 'infinity'), (2, '2026-01-01');
+"""
+
+
+@pytest.mark.parametrize("encoding", ["UTF8", "LATIN1"])
+@pytest.mark.parametrize("convert_to", [None, "LATIN1"], ids=["same encoding", "converted"])
+@pytest.mark.parametrize("record_hash", [True, False], ids=["record hash", "text hash"])
+def test_text_hashes_and_conversions_inside_a_batch(
+    source_server: PgServer, record_hash: bool, convert_to: str | None, encoding: str
+) -> None:
+    source_server.recreate_database("batch_hashes", encoding=encoding)
+    source_server.execute("batch_hashes", MIXED_HASHES_SQL)
+    assert len(_statements(source_server, "batch_hashes")) == 1
+    options: dict[str, Any] = {"record_hash": record_hash, "convert_to": convert_to}
+
+    before = _figures(source_server, "batch_hashes", **options)
+    assert before == _alone(source_server, "batch_hashes", **options)
+    assert [rows for rows, _ in before.values()] == [2, 2, 2, 2]
+
+    source_server.execute("batch_hashes", """UPDATE b_text SET j = '{"a": [1, 0]}' WHERE id = 1""")
+    after = _figures(source_server, "batch_hashes", **options)
+    assert {t for t in before if before[t] != after[t]} == {'"public"."b_text"'}
+
+
+MATVIEWS_SQL = """
+CREATE TABLE base (id int);
+INSERT INTO base SELECT generate_series(1, 3);
+CREATE MATERIALIZED VIEW populated AS SELECT id FROM base;
+CREATE MATERIALIZED VIEW unpopulated AS SELECT id FROM base WITH NO DATA;
+INSERT INTO base VALUES (4);  -- populated is stale now: 3 rows stored, 4 in its query
+"""
+
+
+@pytest.mark.parametrize("recompute", [True, False], ids=["source side", "destination side"])
+def test_materialized_views_among_batched_tables(source_server: PgServer, recompute: bool) -> None:
+    source_server.recreate_database("batch_matviews")
+    source_server.execute("batch_matviews", MATVIEWS_SQL)
+    figures = _figures(source_server, "batch_matviews", recompute_matviews=recompute)
+    rows = {table: rows for table, (rows, _) in figures.items()}
+    assert rows == {
+        '"public"."base"': 4,
+        '"public"."populated"': 4 if recompute else 3,
+        '"public"."unpopulated"': None,
+    }
+    assert figures['"public"."unpopulated"'] == (None, None)
+    if recompute:  # the view's query, in the snapshot, hashes as the table it reads
+        assert figures['"public"."populated"'][1] == figures['"public"."base"'][1]
+
+
+def test_stop_is_honoured_between_batches(source_server: PgServer) -> None:
+    source_server.recreate_database("batch_stop")
+    source_server.execute("batch_stop", _tables_sql(BATCH_LOCKS + 1))
+    first, second = _statements(source_server, "batch_stop")
+    stop = threading.Event()
+    claimed: list[str] = []
+
+    def claim(key: str) -> bool:
+        claimed.append(key)
+        stop.set()  # asked to stop while the first statement is being prepared
+        return True
+
+    with source_server.connect("batch_stop", autocommit=False) as conn:
+        prepare_session(conn)
+        with pytest.raises(Stopped):
+            collect(conn, ["public"], ValidationLevel.FULL, stop, claim=claim)
+        # This transaction's own scans: the first statement ran, the second did not.
+        scanned = dict(
+            conn.execute("SELECT relname, seq_scan FROM pg_stat_xact_user_tables").fetchall()
+        )
+    assert claimed == [f'"public"."{name}"' for name in first]
+    assert {name for name, scans in scanned.items() if scans} == set(first)
+    assert all(not scanned.get(name) for name in second)
+
+
+def test_measuring_leaves_no_index_or_toast_lock_behind(source_server: PgServer) -> None:
+    """In the source snapshot's transaction, which holds the tables' locks as
+    pg_dump does, each statement's locks end with its savepoint."""
+    source_server.recreate_database("batch_locks")
+    source_server.execute(
+        "batch_locks", _tables_sql(30, "id int PRIMARY KEY, v text, w int UNIQUE")
+    )
+    with source_server.connect("batch_locks", autocommit=False) as conn:
+        prepare_session(conn)
+        conn.execute(
+            "LOCK TABLE "
+            + ", ".join(f"public.t{i:03d}" for i in range(30))
+            + " IN ACCESS SHARE MODE"
+        )
+        # Locks on the tables, their indexes and TOAST tables (not the catalogs' locks).
+        held = (
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+            "AND locktype = 'relation' AND relation >= 16384"
+        )
+        before = conn.execute(held).fetchone()
+        assert before == (30,)
+        collect(conn, ["public"], ValidationLevel.FULL, record_hash=True)
+        assert conn.execute(held).fetchone() == before

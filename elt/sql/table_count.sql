@@ -1,4 +1,5 @@
 -- Row count of one table, at validation level counts: table_digest.sql
--- without the digest. The caller fills in the relation, as in table_digest.sql.
-SELECT pg_catalog.count(*) AS row_count, NULL AS digest
-FROM {table} AS t;
+-- without the digest. The caller fills in the position and the relation, as
+-- in table_digest.sql (no semicolon: parts are joined by UNION ALL).
+SELECT {position} AS position, pg_catalog.count(*) AS row_count, NULL::text AS digest
+FROM {table} AS t

@@ -16,6 +16,11 @@
 -- destination, from the copied data. Its source-side figures therefore come
 -- from running its defining query in the snapshot, not from its stored rows,
 -- which may be older than its tables.
+--
+-- bytes and locks decide which relations validate.py measures in one
+-- statement: the planner's size (relpages, which takes no lock), and the
+-- locks measuring it takes: the relation, each of its indexes (the planner
+-- opens them) and its TOAST table and index.
 SELECT n.nspname AS schema,
        c.relname AS name,
        c.relispopulated AS populated,
@@ -42,7 +47,12 @@ SELECT n.nspname AS schema,
            LEFT JOIN pg_catalog.pg_collation AS co ON co.oid = a.attcollation
            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
            ORDER BY a.attname
-       ) AS exact_hash
+       ) AS exact_hash,
+       c.relpages::bigint * pg_catalog.current_setting('block_size')::integer AS bytes,
+       1 + (SELECT pg_catalog.count(*)::integer
+            FROM pg_catalog.pg_index AS i
+            WHERE i.indrelid = c.oid)
+         + CASE WHEN c.reltoastrelid <> 0 THEN 2 ELSE 0 END AS locks
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm')
