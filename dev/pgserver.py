@@ -341,11 +341,15 @@ class PgServer:
             *("-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", dbname),
         ]
 
-    def psql(self, dbname: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """psql the way the postgres image's entrypoint runs init scripts."""
+    def psql(
+        self, dbname: str, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """psql the way the postgres image's entrypoint runs init scripts; `input`
+        goes to its stdin (with "-f", "-")."""
         return subprocess.run(
             [*self.client_argv("psql", dbname), "-v", "ON_ERROR_STOP=1", "--no-psqlrc", *args],
             env=self.client_env(),
+            input=input,
             capture_output=True,
             text=True,
             check=check,

@@ -75,12 +75,14 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
         check_pg_dump_version(snapshot.conn.info.server_version, head.pg_dump_version())
         source = _read_source(snapshot, level, logger)
         table_sizes = _source_sizes(snapshot, source.schemas)
-        # The one-stream path's dump reads the source while the destination is checked.
-        ahead = _stream_ahead(
-            settings, snapshot, source, session, table_sizes=table_sizes, logger=logger
-        )
-        if ahead is not None:
-            hold.enter_context(ahead)
+        ahead = None
+        if _streams(settings, snapshot, len(table_sizes), logger):
+            # The one-stream copy: its dump reads the source while the destination is checked.
+            ahead = hold.enter_context(
+                _one_stream(
+                    settings, snapshot, source, session, table_sizes=table_sizes, logger=logger
+                )
+            )
         _hold_run_lock(session)
         # Before any copying, on both paths (each load checks again at its swap).
         replace.remove_leftovers(session, logger)
@@ -188,7 +190,7 @@ def _copy(
 ) -> tuple[str, CopyStats]:
     """The copy path taken ("parallel" or "streamed") and what it copied.
 
-    `ahead`: the one-stream copy, its dump started (_stream_ahead); None: the
+    `ahead`: the one-stream copy, its dump started (_streams said so); None: the
     parallel copy is tried first. The one-stream copy starts `source_side` as
     soon as pg_dump has exited."""
     check_locks = functools.partial(_check_destination_locks, session, source, logger)
@@ -213,20 +215,12 @@ def _copy(
         raise encoding_error(exc, *encodings) or exc from None
 
 
-def _stream_ahead(
-    settings: Settings,
-    snapshot: SourceSnapshot,
-    source: SourceView,
-    session: Connection,
-    *,
-    table_sizes: dict[str, int],
-    logger: logging.Logger,
-) -> stream_copy.StreamCopy | None:
-    """The one-stream copy with its dump started, when the parallel copy will not
-    be tried (ELT_JOBS=1, or it would not pay off); None otherwise."""
-    if settings.jobs >= 2 and _parallel_pays_off(settings, snapshot, len(table_sizes), logger):
-        return None
-    return _one_stream(settings, snapshot, source, session, table_sizes=table_sizes, logger=logger)
+def _streams(
+    settings: Settings, snapshot: SourceSnapshot, tables: int, logger: logging.Logger
+) -> bool:
+    """Whether the run copies in one stream without trying the parallel copy:
+    ELT_JOBS=1, or the parallel copy would not pay off (_parallel_pays_off)."""
+    return settings.jobs < 2 or not _parallel_pays_off(settings, snapshot, tables, logger)
 
 
 def _one_stream(
@@ -268,7 +262,7 @@ def _copy_in_parallel(
     *,
     check_locks: Callable[..., None],
 ) -> CopyStats | None:
-    """The parallel copy, when the source allows it (_stream_ahead found that it
+    """The parallel copy, when the source allows it (_streams found that it
     pays off); None: stream instead.
 
     `check_locks(parallel=True)` refuses a destination whose lock table is too

@@ -221,14 +221,7 @@ HELD = (
 
 def locks_held_after(server: PgServer, dbname: str, script: str) -> int:
     """The locks held at the end of `script`, run in one transaction as a load runs."""
-    run = subprocess.run(
-        [*server.client_argv("psql", dbname), "-X", "-v", "ON_ERROR_STOP=1", "-1", "-qtA"],
-        input=f"{script};\n{HELD};\n",
-        env=server.client_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    run = server.psql(dbname, "-1", "-qtA", "-f", "-", input=f"{script};\n{HELD};\n")
     return int(run.stdout.split()[-1])
 
 
