@@ -5,6 +5,7 @@ elt/parallel/transfer.py: large ones through a psql pair), against real servers.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from conftest import (
     the_error,
     wait_until,
 )
-from elt.parallel.insession import SMALL_TABLE_BYTES
+from elt.parallel.insession import SMALL_TABLE_BYTES, Cancelled, SessionPair, copy_rows
+from elt.parallel.tables import CopyTable
+from elt.progress import Progress
 
 # Text-format rows (a user-defined type sends a table to text) and binary ones,
 # each in a small table and in one just over the threshold.
@@ -214,3 +217,44 @@ def test_a_missing_psql_fails_a_run_of_small_tables_too(dbs: Databases, tmp_path
     assert not run.find("Table copied")
     assert dbs.destination.fingerprint("destination_db") == before
     assert leftovers(dbs) == ([], [])
+
+
+# Rows enough for several of the relay's writes (insession._WRITE_BYTES).
+STOPPED_ROWS = """
+CREATE TABLE public.stopped (id int, note text);
+INSERT INTO public.stopped SELECT i, repeat('x', 100) FROM generate_series(1, 5000) AS i;
+"""
+STOPPED_STAGING = """
+CREATE SCHEMA stage;
+CREATE TABLE stage.stopped (id int, note text);
+INSERT INTO stage.stopped VALUES (0, 'kept');
+"""
+
+
+def test_a_session_copy_stopped_between_writes_raises_cancelled_and_commits_nothing(
+    dbs: Databases,
+) -> None:
+    """The worker's flag, set once the first write is in: the relay raises the
+    worker's Cancelled at the next write, and the staging table's TRUNCATE and
+    rows are rolled back with the COPY."""
+    dbs.source.execute("source_db", STOPPED_ROWS)
+    dbs.destination.execute("destination_db", STOPPED_STAGING)
+    table = CopyTable("public", "stopped", 0, ("id", "note"), binary=False)
+    progress = Progress(logging.getLogger("test"), 1, 1, 3600.0)
+    checks: list[bool] = []
+
+    def cancelled() -> bool:
+        checks.append(len(checks) > 0)
+        return checks[-1]
+
+    with (
+        dbs.source.connect("source_db", autocommit=False) as source,
+        dbs.destination.connect("destination_db", autocommit=False) as destination,
+    ):
+        pair = SessionPair(source, destination)
+        with pytest.raises(Cancelled):
+            copy_rows(pair, progress, table, "stage", encoding="UTF8", cancelled=cancelled)
+        destination.rollback()
+
+    assert checks == [False, True]
+    assert dbs.destination.query("destination_db", "TABLE stage.stopped") == [(0, "kept")]

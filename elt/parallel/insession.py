@@ -40,8 +40,9 @@ class SourceReadFailed(Exception):
         self.cause = cause
 
 
-class CopyStopped(Exception):
-    """The worker was cancelled while the copy ran."""
+class Cancelled(Exception):
+    """The main thread stopped the run; the reason is reported there. Raised by
+    the worker (worker.py), and here when it is cancelled while a copy runs."""
 
 
 def in_session(table: CopyTable, encoding: str) -> bool:
@@ -210,7 +211,7 @@ def _relay(
         buffer += row
         if len(buffer) >= _WRITE_BYTES or not row:
             if cancelled():
-                raise CopyStopped
+                raise Cancelled
             into.write(buffer)
             unreported += len(buffer)
             buffer = bytearray()

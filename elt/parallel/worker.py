@@ -18,7 +18,7 @@ from elt.config import Settings
 from elt.failures import FiguresFailed, source_failed
 from elt.parallel.entries import entry_sql, runnable_sql
 from elt.parallel.insession import (
-    CopyStopped,
+    Cancelled,
     SessionPair,
     SessionPool,
     SourceReadFailed,
@@ -33,10 +33,6 @@ from elt.parallel.tasks import Task
 from elt.parallel.transfer import Process, relay, rows_loaded, start_pair
 from elt.progress import Progress
 from elt.validate import measure, table_key
-
-
-class Cancelled(Exception):
-    """The main thread stopped the run; the reason is reported there."""
 
 
 class Worker(threading.Thread):
@@ -134,8 +130,6 @@ class Worker(threading.Thread):
                     encoding=self.plan.encoding,
                     cancelled=lambda: self.cancelled,
                 )
-        except CopyStopped:
-            raise Cancelled from None
         except SourceReadFailed as exc:
             if self.cancelled:  # the cancel request's own error
                 raise Cancelled from None
