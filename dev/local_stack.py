@@ -8,8 +8,9 @@ postgres image does it, on its first start only; the users, passwords and
 database names of .env (else .env.example), with environment variables winning
 over the file; reachable on 127.0.0.1 at SOURCE_PUBLISH_PORT (5437) and
 DESTINATION_PUBLISH_PORT (5438). The data lives in .local-stack/ (or
-$LOCAL_STACK_DIR). Unlike the image, the servers use the C locale, and they
-listen on 127.0.0.1 only, whatever PUBLISH_ADDRESS says.
+$LOCAL_STACK_DIR); a database still running is reused, restarted if its port
+changed. Unlike the image, the servers use the C locale, and they listen on
+127.0.0.1 only, whatever PUBLISH_ADDRESS says.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -117,12 +119,19 @@ def port_free(port: int) -> bool:
     return True
 
 
+def listening_port(datadir: Path) -> int:
+    """The port a running server listens on: the fourth line of its postmaster.pid."""
+    lines = (datadir / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+    return int(lines[3])
+
+
 def start(side: Side, values: Mapping[str, str], bindir: Path, state: Path) -> PgServer:
     """Start one database; on its first start create it (and seed the source), as the image does."""
     db = server(side, values, bindir, state)
     port = port_of(side, values)
     first = not (db.datadir / "PG_VERSION").is_file()
-    if not first and db.is_running():
+    running = None if first or not db.is_running() else listening_port(db.datadir)
+    if running == port:
         db.port = port
         return db
     if not port_free(port):
@@ -130,6 +139,13 @@ def start(side: Side, values: Mapping[str, str], bindir: Path, state: Path) -> P
             f"Port {port} on {ADDRESS} is taken (a compose stack?): stop what uses it, "
             f"or set {side.port_variable} to another port."
         )
+    if running is not None:  # compose too recreates a container whose port changed
+        print(
+            f"{side.port_variable} is now {port}, the {side.role} database listens on "
+            f"{running}: restarting it on {port}",
+            file=sys.stderr,
+        )
+        db.stop("fast")
     try:
         if first:
             shutil.rmtree(db.datadir, ignore_errors=True)
@@ -184,11 +200,29 @@ def up(environ: Mapping[str, str]) -> int:
             file=sys.stderr,
         )
     print(
-        f"The job exited with {job.returncode}; both databases keep running. "
+        f"{job_outcome(job.returncode)}; both databases keep running. "
         "Stop and remove them with: bash dev/stack down",
         file=sys.stderr,
     )
-    return job.returncode
+    return exit_status(job.returncode)
+
+
+def exit_status(returncode: int) -> int:
+    """The job's return code as `up`'s exit status: a job killed by signal N
+    (returncode -N) gives 128 + N, as a shell reports it, not -N (which the
+    shell would see as 256 - N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def job_outcome(returncode: int) -> str:
+    """How the job ended, for the line `up` prints after it."""
+    if returncode >= 0:
+        return f"The job exited with {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"The job was killed by {name} (exit {exit_status(returncode)})"
 
 
 def down(environ: Mapping[str, str]) -> int:

@@ -19,7 +19,14 @@ import psycopg
 import pytest
 
 from conftest import REPO, SEED_COUNTS
-from local_stack import StackError, compose_value, read_env_file, settings
+from local_stack import (
+    StackError,
+    compose_value,
+    exit_status,
+    job_outcome,
+    read_env_file,
+    settings,
+)
 from pgserver import free_port
 
 STACK = REPO / "dev" / "stack"
@@ -111,6 +118,51 @@ def test_up_runs_the_job_and_leaves_the_databases_running_down_removes_them(
     assert not state.exists()
     with pytest.raises(psycopg.OperationalError):
         counts(stack_env, "destination")
+
+
+@pytest.mark.server  # dev/stack starts its own two servers
+def test_up_after_a_port_changed_restarts_that_database_on_the_new_port(
+    stack_env: dict[str, str],
+) -> None:
+    first = stack(stack_env, "up")
+    assert first.returncode == 0, first.stdout + first.stderr
+    old_port = stack_env["DESTINATION_PUBLISH_PORT"]
+    new_port = str(free_port())
+    moved = {**stack_env, "DESTINATION_PUBLISH_PORT": new_port}
+
+    again = stack(moved, "up")
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout.splitlines()[-1])["message"] == SUCCESS
+    restarts = [line for line in again.stderr.splitlines() if "restarting" in line]
+    assert restarts == [
+        f"DESTINATION_PUBLISH_PORT is now {new_port}, the destination database listens "
+        f"on {old_port}: restarting it on {new_port}"
+    ]
+    # The same data on the new port (no second seed on the source, which stayed).
+    assert counts(moved, "destination") == SEED_COUNTS
+    assert counts(moved, "source") == SEED_COUNTS
+    with pytest.raises(psycopg.OperationalError):
+        counts(stack_env, "destination")  # nothing on the old port any more
+
+
+@pytest.mark.parametrize(
+    ("returncode", "status", "outcome"),
+    [
+        (0, 0, "The job exited with 0"),
+        (5, 5, "The job exited with 5"),
+        (143, 143, "The job exited with 143"),  # the job's own exit after a SIGTERM
+        (-15, 143, "The job was killed by SIGTERM (exit 143)"),
+        (-2, 130, "The job was killed by SIGINT (exit 130)"),
+        (-9, 137, "The job was killed by SIGKILL (exit 137)"),
+        (-99, 227, "The job was killed by signal 99 (exit 227)"),
+    ],
+)
+def test_a_job_killed_by_a_signal_gives_128_plus_its_number(
+    returncode: int, status: int, outcome: str
+) -> None:
+    assert exit_status(returncode) == status
+    assert job_outcome(returncode) == outcome
 
 
 @pytest.mark.parametrize(
