@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,27 @@ def _run(
     )
 
 
+def wait_exactly(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """proc.wait() that returns when the process exits: Popen.wait(timeout) polls,
+    its sleeps growing to 50 ms, which timed a 0.45 s run up to 0.05 s late.
+    After `timeout`, a safety net, the process is killed and TimeoutExpired raised."""
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    try:
+        returncode = proc.wait()  # no timeout: waitpid() itself, not a poll
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return returncode
+
+
 def _method_job(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     # The worker's environment is the job's (Databases.env()); stdout is the JSON
     # log, kept in a file and parsed by the orchestrator.
@@ -96,14 +118,15 @@ def _method_job(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     with out_path.open("wb") as out, err_path.open("wb") as err:
         # Wall-clock times, to set against the log lines' timestamps (benchmark/phases.py).
         started_at = time.time()
-        proc = subprocess.run(
-            [spec["python"], spec["script"]],
-            cwd=spec["repo"],
-            stdout=out,
-            stderr=err,
-            check=False,
-            timeout=spec["timeout"],  # a safety net against a hung run, not a measurement
+        proc = subprocess.Popen(
+            [spec["python"], spec["script"]], cwd=spec["repo"], stdout=out, stderr=err
         )
+        try:
+            wait_exactly(proc, spec["timeout"])  # a safety net, not a measurement
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         ended_at = time.time()
     logs = []
     for line in out_path.read_text().splitlines():
@@ -202,8 +225,8 @@ def _method_fc_pipe(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         assert dump.stdout is not None
         dump.stdout.close()
         try:
-            restore.wait(timeout=spec["timeout"])  # safety nets, not measurements
-            dump.wait(timeout=spec["timeout"])
+            wait_exactly(restore, spec["timeout"])  # safety nets, not measurements
+            wait_exactly(dump, spec["timeout"])
         finally:
             for proc in (dump, restore):
                 if proc.poll() is None:

@@ -4,7 +4,8 @@ The source's figures are taken in a thread of their own, in the snapshot's
 session, beside other work: after the one-stream copy they start as soon as
 pg_dump has exited, while psql still builds indexes and keys (the source is
 idle then); after the parallel copy, beside the destination's figures. The
-destination's figures are taken after the commit, by two sessions at once.
+destination's figures are taken after the commit: in the run's own
+destination session, and in a second one when the copy was large.
 """
 
 from __future__ import annotations
@@ -176,8 +177,10 @@ def measure(
     how: Measuring,
     source_side: SourceFigures,
     stats: CopyStats,
+    session: Connection,
 ) -> BothFigures:
-    """Both sides' figures, once the copy (which moved `stats`) has committed.
+    """Both sides' figures, once the copy (which moved `stats`) has committed;
+    `session`: the run's destination session (DestinationFigures).
 
     After the one-stream copy of fewer than TAIL_MAX_TABLES tables, `source_side`
     has been at work since pg_dump's exit (docs/performance.md: hashing the
@@ -190,7 +193,7 @@ def measure(
     large = stats.bytes >= SPLIT_MIN_BYTES or stats.tables >= SPLIT_MIN_TABLES
     sessions = DESTINATION_SESSIONS if large and not known and source_side.done() else 1
     source_side.start(stats.source_figures)
-    destination_figures = DestinationFigures(settings, how, known, sessions).take()
+    destination_figures = DestinationFigures(settings, how, session, known, sessions).take()
     try:
         source_figures, after = source_side.result()
     except psycopg.Error as exc:
@@ -202,34 +205,34 @@ class DestinationFigures:
     """The destination's figures, taken after the commit by `sessions` sessions
     at once, each claiming the next relation not yet claimed.
 
-    Only the first session is required (it logs in first): another one that
-    cannot log in (the role's connection limit, say) leaves its share to the others.
+    The first is `run_session`, the run's own destination session (autocommit,
+    holding the run's lock): it measures inside a transaction that is rolled
+    back, so it comes out as it went in, and the run closes it. The others log
+    in; one that cannot (the role's connection limit, say) leaves its share to
+    the rest.
     """
 
     def __init__(
         self,
         settings: Settings,
         how: Measuring,
+        run_session: Connection,
         known: dict[str, TableFigures],
         sessions: int = DESTINATION_SESSIONS,
     ) -> None:
         self._settings = settings
         self._count = sessions
         self._how = how
+        self._run_session = run_session
         self._known = known
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sessions: list[Connection] = []
+        self._sessions: list[Connection] = []  # the ones it logged in: take() closes them
 
     def take(self) -> Figures:
         try:
-            first = connect(self._settings.destination, self._settings)
-        except ConnectionFailed as exc:  # after the commit: the copy is there, but unproven
-            raise figures_failed("destination", exc, committed=True) from None
-        self._sessions.append(first)
-        try:
-            parts = self._in_threads(first)
+            parts = self._in_threads()
         finally:
             # Here, once every thread has ended: never under a thread's query or cancel.
             for conn in self._sessions:
@@ -238,15 +241,15 @@ class DestinationFigures:
         assert parts[0] is not None
         return Figures(tables, parts[0].sequences)
 
-    def _in_threads(self, first: Connection) -> list[Figures | None]:
+    def _in_threads(self) -> list[Figures | None]:
         with ThreadPoolExecutor(self._count, "destination-figures") as pool:
-            futures: list[Future[Figures | None]] = [pool.submit(self._measure, first)]
+            futures: list[Future[Figures | None]] = [pool.submit(self._measure, self._run_session)]
             futures += [pool.submit(self._another) for _ in range(self._count - 1)]
             try:
                 return [f.result() for f in futures]
             except BaseException as exc:
                 self._stop.set()  # no further table ...
-                for conn in list(self._sessions):
+                for conn in [self._run_session, *self._sessions]:
                     with contextlib.suppress(psycopg.Error):
                         conn.cancel_safe(timeout=5)  # ... and the running queries end now
                 if isinstance(exc, psycopg.Error):
@@ -269,7 +272,7 @@ class DestinationFigures:
         return self._measure(conn)
 
     def _measure(self, conn: Connection) -> Figures:
-        prepare_session(conn)
-        figures = self._how.figures(conn, self._known, self._stop, source=False, claim=self._claim)
-        conn.rollback()  # read-only work; end the transaction before closing
-        return figures
+        # Read-only work: rolled back, with the validation's session settings.
+        with conn.transaction(force_rollback=True):
+            prepare_session(conn)
+            return self._how.figures(conn, self._known, self._stop, source=False, claim=self._claim)

@@ -108,7 +108,7 @@ def run(settings: Settings, logger: logging.Logger) -> RunSummary:
                 return RunSummary(
                     source.schemas, stats.tables, stats.rows, seconds, path, stats.bytes
                 )
-            figures = measure(settings, how, source_side, stats)
+            figures = measure(settings, how, source_side, stats, session)
     checks = compare_tables(figures.source, figures.destination)
     bad_sequences = (
         compare_sequences(source.sequences_before, figures.after, figures.destination.sequences)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from benchmark.critical import (
     describe_build,
 )
 from benchmark.many_tables import MANY_SCHEMA, PARTITIONED, build_many_tables, lock_setting
-from benchmark.methods import JOB_METHODS
+from benchmark.methods import JOB_METHODS, wait_exactly
 from benchmark.phases import job_phases, median_run, when
 from benchmark.report import (
     headline_ratios,
@@ -802,3 +803,19 @@ def test_a_run_of_each_kind_on_the_many_tables_source(
     assert "5 small tables" in out
     assert "7 tables in schema many: 380 rows" in out
     assert out.count("where the wall time went, run 1 (the median run)") == 2
+
+
+# --- waiting for a method's processes (benchmark/methods.py) ---
+
+
+def test_wait_exactly_returns_the_exit_code() -> None:
+    proc = subprocess.Popen(["sh", "-c", "exit 3"])
+    assert wait_exactly(proc, 60.0) == 3
+    assert proc.returncode == 3
+
+
+def test_wait_exactly_kills_a_process_past_its_safety_net() -> None:
+    proc = subprocess.Popen(["sleep", "600"])
+    with pytest.raises(subprocess.TimeoutExpired):
+        wait_exactly(proc, 0.1)
+    assert proc.returncode == -9  # killed, and reaped

@@ -7,6 +7,7 @@ pg_dump used.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from conftest import (
     REPO,
@@ -23,9 +26,12 @@ from conftest import (
     Databases,
     PgServer,
     both_paths,
+    elt_sessions,
     run_elt,
+    wait_until,
 )
 from elt.config import ValidationLevel, load_settings
+from elt.connect import Connection, connect, fetch_one
 from elt.digests import (
     BATCH_LOCKS,
     BATCH_MAX_BYTES,
@@ -416,8 +422,10 @@ def test_the_destination_figures_in_two_sessions_are_one_sessions(
     source_server: PgServer, limit: int
 ) -> None:
     """The destination's figures are taken by two sessions at once (elt/figures.py),
-    each table by one of them; a role that may open only one session still gets
-    every figure. Either way, the same figures as one session's."""
+    each table by one of them, the first being the run's own destination session;
+    a role that may open only that one session still gets every figure. Either
+    way, the same figures as one session's, and the run's session comes out as
+    it went in: open, idle, its settings and its advisory lock as before."""
     source_server.recreate_database("source_db", template=SEEDED_TEMPLATE)
     quoted = MEASURER_PASSWORD.replace("'", "''")
     source_server.execute(
@@ -436,8 +444,16 @@ def test_the_destination_figures_in_two_sessions_are_one_sessions(
             DESTINATION_POSTGRES_PASSWORD=MEASURER_PASSWORD,
         )
         how = Measuring(["public"], ValidationLevel.FULL, True, None, frozenset())
+        settings = load_settings(env)
+        with connect(settings.destination, settings, autocommit=True) as run_session:
+            run_session.execute("SELECT pg_advisory_lock(42)")
+            before = _session_state(run_session)
 
-        figures = DestinationFigures(load_settings(env), how, {}).take()
+            figures = DestinationFigures(settings, how, run_session, {}).take()
+
+            assert not run_session.closed
+            assert run_session.info.transaction_status == TransactionStatus.IDLE
+            assert _session_state(run_session) == before
 
         with source_server.connect("source_db", autocommit=False) as conn:
             prepare_session(conn)
@@ -450,6 +466,66 @@ def test_the_destination_figures_in_two_sessions_are_one_sessions(
     finally:
         source_server.execute("source_db", "DROP OWNED BY measurer")
         source_server.execute("postgres", "DROP ROLE measurer")
+
+
+def test_a_signal_during_the_destination_figures_leaves_the_run_session_as_it_was(
+    source_server: PgServer,
+) -> None:
+    """Ctrl-C (or SIGTERM, which the job turns into it) while the run's destination
+    session measures a table another session has locked: the query is cancelled,
+    the interrupt goes on up, and the session, which the run closes later, is
+    open, idle, its settings and the run's advisory lock as before."""
+    source_server.recreate_database("source_db", template=SEEDED_TEMPLATE)
+    env = Databases(source_server, source_server, destination_db="source_db").env(
+        DESTINATION_POSTGRES_HOST="localhost"
+    )
+    settings = load_settings(env)
+    how = Measuring(["public"], ValidationLevel.FULL, True, None, frozenset())
+    main = threading.get_ident()
+    with (
+        connect(settings.destination, settings, autocommit=True) as run_session,
+        source_server.connect("source_db", autocommit=False) as holder,
+    ):
+        run_session.execute("SELECT pg_advisory_lock(42)")
+        before = _session_state(run_session)
+        holder.execute("LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE")
+        waiting = f"pid = {run_session.info.backend_pid} AND wait_event_type = 'Lock'"
+
+        failed: list[BaseException] = []
+
+        def interrupt_when_waiting() -> None:
+            try:
+                wait_until(lambda: elt_sessions(source_server, waiting) == 1, "it to wait")
+                signal.pthread_kill(main, signal.SIGINT)
+                wait_until(lambda: elt_sessions(source_server, waiting) == 0, "the cancel")
+            except BaseException as exc:  # pytest.fail() here: told by the test below
+                failed.append(exc)
+            finally:
+                holder.rollback()  # never left waiting, cancelled or not
+
+        interrupter = threading.Thread(target=interrupt_when_waiting)
+        interrupter.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                DestinationFigures(settings, how, run_session, {}, sessions=1).take()
+        finally:
+            interrupter.join()
+
+        assert failed == []
+        assert not run_session.closed
+        assert run_session.info.transaction_status == TransactionStatus.IDLE
+        assert _session_state(run_session) == before
+
+
+def _session_state(conn: Connection) -> tuple[Any, ...]:
+    """Settings validation_session.sql changes, and the session's advisory locks."""
+    return fetch_one(
+        conn,
+        "SELECT current_setting('TimeZone'), current_setting('search_path'),"
+        " current_setting('DateStyle'), (SELECT count(*) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND pid = pg_backend_pid())",
+        tuple_row,
+    )
 
 
 # --- small relations measured several to a statement (elt/digests.py) ---
