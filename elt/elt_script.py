@@ -8,10 +8,12 @@ come from environment variables (see .env.example).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -21,11 +23,32 @@ if __name__ == "__main__":
     # there instead, so that `elt` is a package and no module has two names.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from elt import pipeline
-from elt.config import Settings, load_settings
-from elt.errors import EltError, Interrupted
-from elt.logger_config import RedactSecrets, setup_logger
-from elt.progress import mb_per_second
+
+def broken_install(exc: ImportError) -> NoReturn:
+    """A package the job needs is missing or broken: the JSON logger may be what
+    is missing, so the one error line is written with the standard library."""
+    line = {
+        "level": "ERROR",
+        "message": "ELT pipeline failed unexpectedly",
+        "error": f"{type(exc).__name__}: {exc}",
+        "hint": "The job's Python packages are missing or broken: rebuild the image "
+        "(docker compose build --no-cache elt_script), or run "
+        "`pip install -r elt/requirements.txt`.",
+        "exit_code": 1,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    print(json.dumps(line), flush=True)
+    sys.exit(1)
+
+
+try:
+    from elt import pipeline
+    from elt.config import Settings, load_settings
+    from elt.errors import EltError, Interrupted
+    from elt.logger_config import RedactSecrets, setup_logger
+    from elt.progress import mb_per_second
+except ImportError as exc:  # one JSON line, not a traceback (README, "Exit codes")
+    broken_install(exc)
 
 _received_signal: list[int] = []
 

@@ -6,10 +6,15 @@ merely contain a short password stay readable.
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+from datetime import datetime
 
 import pytest
 
+from conftest import REPO, SCRIPT
 from elt.logger_config import RedactSecrets
 
 LONG_SECRET = "correct horse battery staple"
@@ -52,3 +57,25 @@ def test_redaction_scrubs_passwords_and_keeps_names(
         [expected],
         expected,
     )
+
+
+def test_a_missing_package_still_gives_one_json_error_line() -> None:
+    # Without site-packages (-S) the job's imports fail, as in a broken image.
+    proc = subprocess.run(
+        [sys.executable, "-S", str(SCRIPT)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a safety net, not a measurement
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+    (line,) = proc.stdout.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "ERROR"
+    assert record["message"] == "ELT pipeline failed unexpectedly"
+    assert record["error"].startswith("ModuleNotFoundError: No module named ")
+    assert "pip install -r elt/requirements.txt" in record["hint"]
+    assert record["exit_code"] == 1
+    assert datetime.fromisoformat(record["timestamp"]).tzinfo is not None
