@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +165,71 @@ def test_a_job_killed_by_a_signal_gives_128_plus_its_number(
 ) -> None:
     assert exit_status(returncode) == status
     assert job_outcome(returncode) == outcome
+
+
+# Stands for the job: says when its handlers are in place; on SIGINT it "rolls
+# back" until the test lets it finish (a line on stdin), then exits 130; on
+# SIGTERM it exits 143.
+FAKE_JOB = """
+import signal, sys
+def on_int(signum, frame):
+    print("interrupted", flush=True)
+    sys.stdin.readline()
+    print("rolled back", flush=True)
+    sys.exit(130)
+def on_term(signum, frame):
+    print("terminated", flush=True)
+    sys.exit(143)
+signal.signal(signal.SIGINT, on_int)
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+signal.pause()
+"""
+RUN_JOB = f"""
+import os, sys
+sys.path.insert(0, {str(REPO / "dev")!r})
+from local_stack import run_job
+sys.exit(run_job([sys.executable, "-c", {FAKE_JOB!r}], os.environ))
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "to_group", "lines", "status"),
+    [
+        # Ctrl-C: the terminal signals the whole foreground group, the job included.
+        (signal.SIGINT, True, ["ready", "interrupted", "rolled back"], 130),
+        # `kill <pid>` of dev/stack alone: passed on to the job.
+        (signal.SIGTERM, False, ["ready", "terminated"], 143),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_up_waits_for_a_stopped_job_to_finish_its_rollback(
+    signum: signal.Signals, to_group: bool, lines: list[str], status: int
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_JOB],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n"  # both processes' handlers are set
+        if to_group:
+            os.killpg(proc.pid, signum)
+            assert proc.stdout.readline() == "interrupted\n"
+        else:
+            os.kill(proc.pid, signum)
+        out, err = proc.communicate("done\n", timeout=60)  # a safety net, not a measurement
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert ["ready", *(["interrupted"] if to_group else []), *out.splitlines()] == lines
+    assert err == ""
+    assert proc.returncode == status
 
 
 @pytest.mark.parametrize(
