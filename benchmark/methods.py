@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -91,9 +92,9 @@ def _run(
 
 
 def wait_exactly(proc: subprocess.Popen[Any], timeout: float) -> int:
-    """proc.wait() that returns when the process exits: Popen.wait(timeout) polls,
-    its sleeps growing to 50 ms, which timed a 0.45 s run up to 0.05 s late.
-    After `timeout`, a safety net, the process is killed and TimeoutExpired raised."""
+    """proc.wait() that returns when the process exits (Popen.wait(timeout) polls,
+    its sleeps growing to 50 ms). After `timeout`, a safety net, the process is
+    killed and TimeoutExpired raised."""
     expired = threading.Event()
 
     def kill() -> None:
@@ -106,7 +107,8 @@ def wait_exactly(proc: subprocess.Popen[Any], timeout: float) -> int:
         returncode = proc.wait()  # no timeout: waitpid() itself, not a poll
     finally:
         timer.cancel()
-    if expired.is_set():
+    # The timer may fire as the process ends by itself: only a kill is a timeout.
+    if expired.is_set() and returncode == -signal.SIGKILL:
         raise subprocess.TimeoutExpired(proc.args, timeout)
     return returncode
 

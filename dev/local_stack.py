@@ -25,6 +25,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from pgserver import PgServer, default_bindir, run_init_scripts, usable_problem, version_of
 
@@ -119,10 +120,14 @@ def port_free(port: int) -> bool:
     return True
 
 
-def listening_port(datadir: Path) -> int:
-    """The port a running server listens on: the fourth line of its postmaster.pid."""
-    lines = (datadir / "postmaster.pid").read_text(encoding="utf-8").splitlines()
-    return int(lines[3])
+def listening_port(datadir: Path) -> int | None:
+    """The port a running server listens on: the fourth line of its postmaster.pid.
+    None when the file is gone or not yet whole (a server stopping or starting)."""
+    try:
+        lines = (datadir / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+        return int(lines[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def start(side: Side, values: Mapping[str, str], bindir: Path, state: Path) -> PgServer:
@@ -211,25 +216,32 @@ def run_job(argv: list[str], env: Mapping[str, str]) -> int:
     """Run the job to its end, however it is stopped.
 
     Ctrl-C reaches the job from the terminal (it is in the same process group),
-    and the job then rolls back and logs its own line: here SIGINT is ignored
-    until the job has exited, where subprocess.run() would raise and kill the
-    job 0.25 s later, in the middle of its rollback. SIGTERM, sent to this
-    process alone, is passed on to the job.
+    and the job rolls back and logs its own line; so here SIGINT does nothing
+    until the job has exited (subprocess.run() would kill the job when
+    interrupted). SIGTERM, sent to this process alone, is passed on to the job.
     """
-    # Ignored before the job starts, so that no Ctrl-C falls in between; the job
-    # sets its own SIGINT handler whatever it inherits (elt_script.main()).
-    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    job: subprocess.Popen[bytes] | None = None
+    pending: list[int] = []  # a SIGTERM that came before the job started
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if job is None:
+            pending.append(signum)
+        else:
+            job.send_signal(signum)
+
+    # Handlers, not SIG_IGN: the job starts with their default actions (exec
+    # resets handled signals, not ignored ones), so that a Ctrl-C reaches it
+    # even before it has set its own handlers.
+    previous_int = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         job = subprocess.Popen(argv, env=dict(env))
-        previous_term = signal.signal(
-            signal.SIGTERM, lambda signum, frame: job.send_signal(signal.SIGTERM)
-        )
-        try:
-            return job.wait()
-        finally:
-            signal.signal(signal.SIGTERM, previous_term)
+        if pending:
+            job.send_signal(signal.SIGTERM)
+        return job.wait()
     finally:
         signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def exit_status(returncode: int) -> int:

@@ -24,14 +24,17 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 
-def broken_install(exc: ImportError) -> NoReturn:
-    """A package the job needs is missing or broken: the JSON logger may be what
-    is missing, so the one error line is written with the standard library."""
+def import_failed(exc: ImportError) -> NoReturn:
+    """The job's modules could not be imported: a package they need is missing or
+    broken (the JSON logger may be the one), or one of its own modules is; the
+    one error line is written with the standard library."""
     line = {
         "level": "ERROR",
         "message": "ELT pipeline failed unexpectedly",
         "error": f"{type(exc).__name__}: {exc}",
-        "hint": "The job's Python packages are missing or broken: rebuild the image "
+        "hint": "This is a bug in the ELT job; please report it with this log."
+        if (exc.name or "").partition(".")[0] == "elt"
+        else "The job's Python packages are missing or broken: rebuild the image "
         "(docker compose build --no-cache elt_script), or run "
         "`pip install -r elt/requirements.txt`.",
         "exit_code": 1,
@@ -48,7 +51,7 @@ try:
     from elt.logger_config import RedactSecrets, setup_logger
     from elt.progress import mb_per_second
 except ImportError as exc:  # one JSON line, not a traceback (README, "Exit codes")
-    broken_install(exc)
+    import_failed(exc)
 
 _received_signal: list[int] = []
 

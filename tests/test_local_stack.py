@@ -167,11 +167,14 @@ def test_a_job_killed_by_a_signal_gives_128_plus_its_number(
     assert job_outcome(returncode) == outcome
 
 
-# Stands for the job: says when its handlers are in place; on SIGINT it "rolls
-# back" until the test lets it finish (a line on stdin), then exits 130; on
-# SIGTERM it exits 143.
+# Stands for the job: says how it found SIGINT and when its handlers are in
+# place; on SIGINT it "rolls back" until the test lets it finish (a line on
+# stdin), then exits 130; on SIGTERM it exits 143.
 FAKE_JOB = """
 import signal, sys
+# What the job inherits: a Ctrl-C must reach it before it sets its own handler.
+inherited = signal.getsignal(signal.SIGINT)
+print("sigint ignored" if inherited is signal.SIG_IGN else "sigint default", flush=True)
 def on_int(signum, frame):
     print("interrupted", flush=True)
     sys.stdin.readline()
@@ -216,6 +219,7 @@ def test_up_waits_for_a_stopped_job_to_finish_its_rollback(
     )
     assert proc.stdout is not None
     try:
+        assert proc.stdout.readline() == "sigint default\n"
         assert proc.stdout.readline() == "ready\n"  # both processes' handlers are set
         if to_group:
             os.killpg(proc.pid, signum)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -59,11 +62,37 @@ def test_redaction_scrubs_passwords_and_keeps_names(
     )
 
 
-def test_a_missing_package_still_gives_one_json_error_line() -> None:
-    # Without site-packages (-S) the job's imports fail, as in a broken image.
+def _without_site_packages(tmp_path: Path) -> tuple[list[str], Path]:
+    # Without site-packages (-S) psycopg cannot be imported, as in a broken image.
+    return [sys.executable, "-S", str(SCRIPT)], REPO
+
+
+def _with_a_broken_module_of_ours(tmp_path: Path) -> tuple[list[str], Path]:
+    # A copy of the package in which one module imports one that does not exist.
+    shutil.copytree(REPO / "elt", tmp_path / "elt", ignore=shutil.ignore_patterns("__pycache__"))
+    with (tmp_path / "elt" / "progress.py").open("a", encoding="utf-8") as module:
+        module.write("\nimport elt.no_such_module  # noqa\n")
+    return [sys.executable, str(tmp_path / "elt" / "elt_script.py")], tmp_path
+
+
+@pytest.mark.parametrize(
+    ("setup", "missing", "hint"),
+    [
+        (_without_site_packages, "'psycopg'", "pip install -r elt/requirements.txt"),
+        (_with_a_broken_module_of_ours, "'elt.no_such_module'", "This is a bug in the ELT job"),
+    ],
+    ids=["a package missing", "a module of ours broken"],
+)
+def test_an_import_failure_still_gives_one_json_error_line(
+    tmp_path: Path,
+    setup: Callable[[Path], tuple[list[str], Path]],
+    missing: str,
+    hint: str,
+) -> None:
+    argv, cwd = setup(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-S", str(SCRIPT)],
-        cwd=REPO,
+        argv,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,  # a safety net, not a measurement
@@ -75,7 +104,7 @@ def test_a_missing_package_still_gives_one_json_error_line() -> None:
     record = json.loads(line)
     assert record["level"] == "ERROR"
     assert record["message"] == "ELT pipeline failed unexpectedly"
-    assert record["error"].startswith("ModuleNotFoundError: No module named ")
-    assert "pip install -r elt/requirements.txt" in record["hint"]
+    assert record["error"] == f"ModuleNotFoundError: No module named {missing}"
+    assert hint in record["hint"]
     assert record["exit_code"] == 1
     assert datetime.fromisoformat(record["timestamp"]).tzinfo is not None
