@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -211,9 +210,8 @@ def measure_parts(
     # relations' indexes and TOAST tables end with it, so that a transaction that
     # measures every table (the source snapshot's) holds no more locks than
     # pg_dump, beyond one statement's (at most BATCH_LOCKS).
-    with conn.transaction() as savepoint, conn.cursor(row_factory=dict_row) as cursor:
+    with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(query).fetchall()
-        raise psycopg.Rollback(savepoint)
     seconds = (time.monotonic() - started) / len(measured)
     assert len(rows) == len(measured)
     for row in rows:

@@ -77,21 +77,18 @@ class Relations:
 def count_relations(conn: Connection, schemas: list[str]) -> Relations:
     # In a savepoint rolled back at once: the locks the query takes on a dozen
     # catalogs would otherwise stay with the source snapshot until it ends.
-    with conn.transaction() as savepoint:
-        relations = fetch_one(
+    with conn.transaction(force_rollback=True):
+        return fetch_one(
             conn, read_sql("lock_needs.sql"), class_row(Relations), {"schemas": schemas}
         )
-        raise psycopg.Rollback(savepoint)
-    return relations
 
 
 def has_room(conn: Connection, locks: int) -> bool:
     """Whether the shared lock table takes `locks` more locks now (rolled back at once:
     a savepoint inside the caller's transaction, else a transaction of its own)."""
     try:
-        with conn.transaction() as probe:
+        with conn.transaction(force_rollback=True):
             conn.execute(read_sql("lock_probe.sql"), {"locks": locks, "lock_key": LOCK_KEY})
-            raise psycopg.Rollback(probe)
     except psycopg.errors.OutOfMemory:  # "out of shared memory"
         return False
     return True
