@@ -24,6 +24,9 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 
+BUG_HINT = "This is a bug in the ELT job; please report it with this log."
+
+
 def import_failed(exc: ImportError) -> NoReturn:
     """The job's modules could not be imported: a package they need is missing or
     broken (the JSON logger may be the one), or one of its own modules is; the
@@ -32,7 +35,7 @@ def import_failed(exc: ImportError) -> NoReturn:
         "level": "ERROR",
         "message": "ELT pipeline failed unexpectedly",
         "error": f"{type(exc).__name__}: {exc}",
-        "hint": "This is a bug in the ELT job; please report it with this log."
+        "hint": BUG_HINT
         if (exc.name or "").partition(".")[0] == "elt"
         else "The job's Python packages are missing or broken: rebuild the image "
         "(docker compose build --no-cache elt_script), or run "
@@ -119,7 +122,7 @@ def main() -> int:
             "ELT pipeline failed unexpectedly",
             extra={
                 "error": f"{type(exc).__name__}: {exc}",
-                "hint": "This is a bug in the ELT job; please report it with this log.",
+                "hint": BUG_HINT,
                 "exit_code": 1,
             },
         )
